@@ -12,8 +12,8 @@ type Inputs struct {
 	Labels        []int64 // [B, T]; nil when no loss is wanted; −100 = ignored
 	PositionIDs   []int64 // [B, T]; nil means 0..T−1 per row, as HF's forward without position_ids
 
-	N, H, W           int       // images per sample (including padding slots), padded height and width
-	PixelValues       []float32 // [B, N, 3, H, W]; nil for a text-only batch
+	N, H, W            int       // images per sample (including padding slots), padded height and width
+	PixelValues        []float32 // [B, N, 3, H, W]; nil for a text-only batch
 	PixelAttentionMask []int64   // [B, N, H, W]; nil means every pixel of a real image is valid
 }
 

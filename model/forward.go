@@ -1,8 +1,8 @@
 package model
 
 import (
-	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint
 	"github.com/gomlx/gomlx/pkg/ml/context"
 )
 
@@ -15,7 +15,7 @@ type Outputs struct {
 
 // GraphInputs are a Batch's tensors as graph nodes, in the order Batch.Tensors returns them.
 type GraphInputs struct {
-	InputIDs, AttentionMask, PositionIDs, Targets        *Node
+	InputIDs, AttentionMask, PositionIDs, Targets  *Node
 	Pixels, PatchMask, VisionPositionIDs, ImageRow *Node // nil for a text-only batch
 }
 
