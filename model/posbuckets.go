@@ -28,11 +28,10 @@ func PositionBuckets(n, S int) []int {
 }
 
 // arangeF32 is torch.arange(start, end, step) with dtype float32 as PyTorch's CPU kernel computes
-// it with AVX2 vectors of 8 floats: the length is ceil((end-start)/step) in double; each vector
-// starts at base = float32(start + step·i0) and its lanes are float32(base + step·j), j = 0..7.
-// This reproduces the reference bucket table bit for bit (plain float32(start + step·i) misses
-// n=49 and n=58 on a 70 grid, AVX-512's 16 lanes miss 3 others), so the table, and fixtures made
-// on AVX-512 machines, must be produced with ATEN_CPU_CAPABILITY=avx2.
+// it, in vectors of 8 floats: the length is ceil((end-start)/step) in double; each vector starts
+// at base = float32(start + step·i0) and its lanes are float32(base + step·j), j = 0..7. This
+// reproduces the reference bucket table for S=70 bit for bit, where the plain float32(start +
+// step·i) misses n=49 (i=28, 42) and n=58 (i=29).
 func arangeF32(start, end, step float64) []float32 {
 	const lanes = 8
 	n := int(math.Ceil((end - start) / step))
