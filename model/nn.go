@@ -16,7 +16,7 @@ type LinearFunc func(ctx *context.Context, module string, x, weight, bias *Node)
 
 // PlainLinear is the Linear of the frozen base model.
 func PlainLinear(_ *context.Context, _ string, x, weight, bias *Node) *Node {
-	y := linearCore(x, weight)
+	y := LinearCore(x, weight)
 	if bias != nil {
 		y = Add(y, leftPad(bias, y.Rank()))
 	}
@@ -37,8 +37,8 @@ func leftPad(v *Node, rank int) *Node {
 	return Reshape(v, dims...)
 }
 
-// linearCore contracts the last axis of x with the "in" axis of a PyTorch [out, in] weight.
-func linearCore(x, weight *Node) *Node {
+// LinearCore (x·Wᵀ, no bias) contracts the last axis of x with the "in" axis of a PyTorch [out, in] weight.
+func LinearCore(x, weight *Node) *Node {
 	return DotGeneral(x, []int{x.Rank() - 1}, nil, weight, []int{1}, nil)
 }
 
@@ -61,7 +61,16 @@ func (b *builder) weight(ctx *context.Context, g *Graph, name string) *Node {
 	if v == nil {
 		panic(missingWeight(ctx, name))
 	}
-	return v.ValueGraph(g)
+	return b.cast(v.ValueGraph(g))
+}
+
+// cast brings a weight to the compute dtype: trained weights keep float32 master copies while the
+// frozen ones are stored in the compute dtype.
+func (b *builder) cast(w *Node) *Node {
+	if w.DType() != b.dtype {
+		return ConvertDType(w, b.dtype)
+	}
+	return w
 }
 
 // optionalWeight is weight for tensors a config may omit (biases).
@@ -70,7 +79,7 @@ func (b *builder) optionalWeight(ctx *context.Context, g *Graph, name string) *N
 	if v == nil {
 		return nil
 	}
-	return v.ValueGraph(g)
+	return b.cast(v.ValueGraph(g))
 }
 
 // Linear applies the module at scope `name` under ctx (weight and optional bias).

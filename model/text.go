@@ -96,7 +96,7 @@ func applyRope(x, cos, sin *Node) *Node {
 func (b *builder) LMHead(ctx *context.Context, c Config, h *Node) *Node {
 	if c.TieWordEmbeddings {
 		w := b.weight(ctx.In("model").In("text_model").In("embed_tokens"), h.Graph(), "weight")
-		return linearCore(h, w)
+		return LinearCore(h, w)
 	}
 	return b.Linear(ctx, "lm_head", h)
 }

@@ -34,7 +34,7 @@ func (b *builder) visionEmbeddings(ctx *context.Context, c VisionConfig, pixels,
 	w := b.weight(conv, g, "weight")
 	w = Reshape(w, c.HiddenSize, ch*p*p)
 	// Not routed through b.linear: a LoRA on a convolution has a different (conv) weight layout.
-	emb := Add(linearCore(ConvertDType(patches, b.dtype), w), leftPad(b.weight(conv, g, "bias"), 3))
+	emb := Add(LinearCore(ConvertDType(patches, b.dtype), w), leftPad(b.weight(conv, g, "bias"), 3))
 	table := b.weight(ctx.In("position_embedding"), g, "weight")
 	pos := Gather(table, InsertAxes(positionIDs, -1))
 	return Add(emb, pos)

@@ -1,0 +1,147 @@
+package train
+
+import (
+	"fmt"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/idefics2/idefics2/internal/gradpatch"
+	"github.com/idefics2/idefics2/lora"
+	"github.com/idefics2/idefics2/model"
+	"github.com/idefics2/idefics2/optim"
+)
+
+// Stepper runs the two graphs of a training step: Accumulate (forward and backward of one
+// micro-batch, adding its gradients to float32 accumulators) and Apply (clip, AdamW, reset the
+// accumulators). Apply's graph does not depend on the batch shape, so it compiles once;
+// Accumulate compiles once per bucketed batch shape.
+type Stepper struct {
+	Model   *model.Model
+	Adapter *lora.Adapter
+	Opt     optim.AdamW
+	Groups  []Group
+	Params  []*Param
+	Steps   int // optimizer steps done
+
+	backend   backends.Backend
+	accExec   *context.Exec
+	applyExec *context.Exec
+	compiles  map[string]bool
+}
+
+// NewStepper prepares training of the adapter's variables (group 0) and the fully trained
+// tensors `full` (group 1).
+func NewStepper(be backends.Backend, m *model.Model, adapter *lora.Adapter, full []string, opt optim.AdamW, groups []Group) (*Stepper, error) {
+	gradpatch.Install()
+	s := &Stepper{Model: m, Adapter: adapter, Opt: opt, Groups: groups, backend: be, compiles: map[string]bool{}}
+	s.Params = collectParams(m, adapter, full)
+	if len(s.Params) == 0 {
+		return nil, fmt.Errorf("train: nothing to train (no LoRA targets and no modules_to_save)")
+	}
+	var err error
+	if s.accExec, err = context.NewExecAny(be, m.Ctx, s.accumulateGraph); err != nil {
+		return nil, err
+	}
+	if s.applyExec, err = context.NewExecAny(be, m.Ctx, s.applyGraph); err != nil {
+		return nil, err
+	}
+	s.accExec.SetMaxCache(-1)
+	return s, nil
+}
+
+// accumulateGraph: inputs are the batch tensors then scale = 1/num_items (the target tokens of
+// the whole accumulation window). The gradient of sum(nll)·scale is added to the accumulators.
+// Returns the summed loss and the number of targets of this micro-batch.
+func (s *Stepper) accumulateGraph(ctx *context.Context, nodes []*Node) []*Node {
+	g := nodes[0].Graph()
+	scale := nodes[len(nodes)-1]
+	in := model.GraphInputsOf(nodes[:len(nodes)-1], true)
+	out := s.Model.Forward(ctx, in)
+	sum, count := model.CrossEntropy(out.Logits, in.Targets)
+	loss := Mul(sum, scale)
+	wrt := make([]*Node, len(s.Params))
+	for i, p := range s.Params {
+		wrt[i] = p.Var.ValueGraph(g)
+	}
+	grads := Gradient(loss, wrt...)
+	for i, p := range s.Params {
+		p.acc.SetValueGraph(Add(p.acc.ValueGraph(g), ConvertDType(grads[i], dtypes.Float32)))
+	}
+	return []*Node{sum, count}
+}
+
+// applyGraph: inputs are per-parameter decay factors and step sizes [P] and √(1−β₂ᵗ).
+// Returns the gradient norm before clipping.
+func (s *Stepper) applyGraph(ctx *context.Context, decay, stepSize, bc2sqrt *Node) *Node {
+	g := decay.Graph()
+	grads := make([]*Node, len(s.Params))
+	for i, p := range s.Params {
+		grads[i] = p.acc.ValueGraph(g)
+	}
+	clipped, norm := optim.ClipByGlobalNorm(grads, s.Opt.MaxGradNorm)
+	for i, p := range s.Params {
+		at := func(v *Node) *Node { return Reshape(SliceAxis(v, 0, AxisElem(i))) }
+		w := p.Var.ValueGraph(g)
+		newW, newM, newV := s.Opt.Update(ConvertDType(w, dtypes.Float32), clipped[i], p.m.ValueGraph(g), p.v.ValueGraph(g), at(decay), at(stepSize), bc2sqrt)
+		p.Var.SetValueGraph(ConvertDType(newW, w.DType()))
+		p.m.SetValueGraph(newM)
+		p.v.SetValueGraph(newV)
+		p.acc.SetValueGraph(ZerosLike(grads[i]))
+	}
+	return norm
+}
+
+// Accumulate runs forward+backward of one micro-batch. numItems is the number of target tokens
+// of the whole accumulation window (HF's num_items_in_batch); it returns this batch's summed loss
+// and its target count.
+func (s *Stepper) Accumulate(b *model.Batch, numItems float64) (lossSum, count float64, err error) {
+	if b.Targets == nil {
+		return 0, 0, fmt.Errorf("train: batch has no labels")
+	}
+	args := []any{}
+	for _, t := range b.Tensors() {
+		args = append(args, t)
+	}
+	if numItems <= 0 {
+		numItems = 1
+	}
+	args = append(args, tensors.FromScalar(float32(1/numItems)))
+	s.compiles[shapeKey(b)] = true
+	outs, err := s.accExec.Exec(args...)
+	if err != nil {
+		return 0, 0, err
+	}
+	return float64(tensors.ToScalar[float32](outs[0])), float64(tensors.ToScalar[float32](outs[1])), nil
+}
+
+// Apply performs one optimizer step with the groups' learning rates lrs and returns the gradient
+// norm before clipping.
+func (s *Stepper) Apply(lrs []float64) (float64, error) {
+	s.Steps++
+	decay := make([]float32, len(s.Params))
+	step := make([]float32, len(s.Params))
+	var bc2 float64
+	for i, p := range s.Params {
+		wd := 0.0
+		if p.Decays {
+			wd = s.Groups[p.Group].WeightDecay
+		}
+		sc := s.Opt.Scalars(s.Steps, lrs[p.Group], wd)
+		decay[i], step[i], bc2 = float32(sc.Decay), float32(sc.StepSize), sc.BC2Sqrt
+	}
+	outs, err := s.applyExec.Exec(decay, step, float32(bc2))
+	if err != nil {
+		return 0, err
+	}
+	return float64(tensors.ToScalar[float32](outs[0])), nil
+}
+
+// Compiles is the number of distinct micro-batch shapes compiled so far (plus the apply graph).
+func (s *Stepper) Compiles() int { return len(s.compiles) + 1 }
+
+func shapeKey(b *model.Batch) string {
+	return fmt.Sprintf("%dx%d/%d/%dx%d", b.B, b.T, b.M, b.Hp, b.Wp)
+}
