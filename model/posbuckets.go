@@ -28,15 +28,21 @@ func PositionBuckets(n, S int) []int {
 }
 
 // arangeF32 is torch.arange(start, end, step) with dtype float32 as PyTorch's CPU kernel computes
-// it, in vectors of 8 floats: the length is ceil((end-start)/step) in double; each vector starts
-// at base = float32(start + step·i0) and its lanes are float32(base + step·j), j = 0..7. This
-// reproduces the reference bucket table for S=70 bit for bit, where the plain float32(start +
-// step·i) misses n=49 (i=28, 42) and n=58 (i=29).
+// it: the length is ceil((end-start)/step) in double; elements in complete blocks of 16 are built
+// as vectors of 8 lanes, base = float32(start + step·i0) and lane j = float32(base + step·j); the
+// remaining n mod 16 elements are float32(start + step·i). This reproduces the reference bucket
+// table for S=70 bit for bit, where the plain float32(start + step·i) everywhere misses n=49
+// (i=28, 42) and n=58 (i=29).
 func arangeF32(start, end, step float64) []float32 {
-	const lanes = 8
+	const lanes, block = 8, 16
 	n := int(math.Ceil((end - start) / step))
 	out := make([]float32, n)
+	vectorized := n / block * block
 	for i := range out {
+		if i >= vectorized {
+			out[i] = float32(start + step*float64(i))
+			continue
+		}
 		i0 := i / lanes * lanes
 		base := float32(start + step*float64(i0))
 		out[i] = float32(float64(base) + step*float64(i-i0))
