@@ -5,10 +5,17 @@ import (
 	"image/color"
 )
 
-// HF's convert_rgb: an RGB image passes untouched; any other mode is converted to RGBA,
-// alpha-composited over opaque white and the alpha dropped. The integer formulas below are the
-// ones Pillow uses for those conversions, so a transparent pixel, a CMYK pixel or a 16-bit
-// gray pixel ends up with exactly the value the model saw in training.
+// Two conversions to RGB happen in HF, depending on the entry point:
+//
+//   - Idefics2Processor (every version since 4.40) passes each image through load_image,
+//     which applies the EXIF orientation and then Pillow's convert("RGB"): alpha is simply
+//     dropped (a transparent pixel keeps whatever colour it stores), palettes are looked up,
+//     gray is replicated. This is AlphaDrop, and what DecodeImage does by default.
+//   - The image processor called on its own (convert_rgb) composites images that have an
+//     alpha channel or a transparency key over opaque white first. This is AlphaOverWhite.
+//
+// The integer formulas below are Pillow's, so a CMYK pixel, a 16-bit gray pixel or a
+// half-transparent one ends up with exactly the value HF computes.
 
 // overWhite is Pillow's alpha_composite(white, (c, a)) for one channel, 7-bit precision.
 func overWhite(c, a uint32) uint8 {
@@ -60,13 +67,40 @@ func gray16To8(v uint16) uint8 {
 	return uint8(v)
 }
 
-// FromGoImage converts a decoded Go image to RGB with HF's convert_rgb semantics. Concrete
+// AlphaMode says what happens to transparency on the way to RGB.
+type AlphaMode int
+
+const (
+	// AlphaDrop ignores alpha, like Pillow's convert("RGB") in HF's load_image.
+	AlphaDrop AlphaMode = iota
+	// AlphaOverWhite composites over white, like the image processor's convert_rgb.
+	AlphaOverWhite
+)
+
+// pixelSink writes one straight-alpha pixel according to the mode.
+type pixelSink struct {
+	pix  []uint8
+	mode AlphaMode
+}
+
+func (s pixelSink) put(i int, r, g, b, a uint8) {
+	p := s.pix[i*3 : i*3+3]
+	if s.mode == AlphaOverWhite && a != 255 {
+		lut := &overWhiteLUT[a]
+		p[0], p[1], p[2] = lut[r], lut[g], lut[b]
+		return
+	}
+	p[0], p[1], p[2] = r, g, b
+}
+
+// FromGoImage converts a decoded Go image to RGB with Pillow's conversion rules. Concrete
 // types are handled directly; anything else goes through color.NRGBAModel.
-func FromGoImage(src image.Image) *Image {
+func FromGoImage(src image.Image, mode AlphaMode) *Image {
 	b := src.Bounds()
 	w, h := b.Dx(), b.Dy()
 	out := NewImage(w, h)
 	p := out.Pix
+	sink := pixelSink{p, mode}
 	switch m := src.(type) {
 	case *image.Gray:
 		for y := 0; y < h; y++ {
@@ -91,23 +125,18 @@ func FromGoImage(src image.Image) *Image {
 		for y := 0; y < h; y++ {
 			for x := 0; x < w; x++ {
 				s := m.Pix[y*m.Stride+x*4 : y*m.Stride+x*4+4]
-				i := (y*w + x) * 3
-				if s[3] == 255 {
-					p[i], p[i+1], p[i+2] = s[0], s[1], s[2]
-					continue
+				c := color.NRGBA{s[0], s[1], s[2], s[3]}
+				if s[3] != 255 {
+					c = color.NRGBAModel.Convert(color.RGBA{s[0], s[1], s[2], s[3]}).(color.NRGBA)
 				}
-				c := color.NRGBAModel.Convert(color.RGBA{s[0], s[1], s[2], s[3]}).(color.NRGBA)
-				lut := &overWhiteLUT[c.A]
-				p[i], p[i+1], p[i+2] = lut[c.R], lut[c.G], lut[c.B]
+				sink.put(y*w+x, c.R, c.G, c.B, c.A)
 			}
 		}
 	case *image.NRGBA:
 		for y := 0; y < h; y++ {
 			for x := 0; x < w; x++ {
 				s := m.Pix[y*m.Stride+x*4 : y*m.Stride+x*4+4]
-				lut := &overWhiteLUT[s[3]]
-				i := (y*w + x) * 3
-				p[i], p[i+1], p[i+2] = lut[s[0]], lut[s[1]], lut[s[2]]
+				sink.put(y*w+x, s[0], s[1], s[2], s[3])
 			}
 		}
 	case *image.RGBA64:
@@ -115,34 +144,31 @@ func FromGoImage(src image.Image) *Image {
 		for y := 0; y < h; y++ {
 			for x := 0; x < w; x++ {
 				s := m.Pix[y*m.Stride+x*8 : y*m.Stride+x*8+8]
-				i := (y*w + x) * 3
-				if s[6] == 255 {
-					p[i], p[i+1], p[i+2] = s[0], s[2], s[4]
+				if s[6] == 255 && s[7] == 255 {
+					sink.put(y*w+x, s[0], s[2], s[4], 255)
 					continue
 				}
 				c := color.NRGBA64Model.Convert(m.RGBA64At(b.Min.X+x, b.Min.Y+y)).(color.NRGBA64)
-				lut := &overWhiteLUT[c.A>>8]
-				p[i], p[i+1], p[i+2] = lut[c.R>>8], lut[c.G>>8], lut[c.B>>8]
+				sink.put(y*w+x, uint8(c.R>>8), uint8(c.G>>8), uint8(c.B>>8), uint8(c.A>>8))
 			}
 		}
 	case *image.NRGBA64:
 		for y := 0; y < h; y++ {
 			for x := 0; x < w; x++ {
 				s := m.Pix[y*m.Stride+x*8 : y*m.Stride+x*8+8]
-				lut := &overWhiteLUT[s[6]]
-				i := (y*w + x) * 3
-				p[i], p[i+1], p[i+2] = lut[s[0]], lut[s[2]], lut[s[4]]
+				sink.put(y*w+x, s[0], s[2], s[4], s[6])
 			}
 		}
 	case *image.Paletted:
 		var pal [256][3]uint8
+		tmp := pixelSink{make([]uint8, 3), mode}
 		for j, c := range m.Palette {
 			if j >= 256 {
 				break
 			}
 			n := color.NRGBAModel.Convert(c).(color.NRGBA)
-			lut := &overWhiteLUT[n.A]
-			pal[j] = [3]uint8{lut[n.R], lut[n.G], lut[n.B]}
+			tmp.put(0, n.R, n.G, n.B, n.A)
+			pal[j] = [3]uint8{tmp.pix[0], tmp.pix[1], tmp.pix[2]}
 		}
 		for y := 0; y < h; y++ {
 			row := m.Pix[y*m.Stride : y*m.Stride+w]
@@ -163,9 +189,7 @@ func FromGoImage(src image.Image) *Image {
 		for y := 0; y < h; y++ {
 			for x := 0; x < w; x++ {
 				c := color.NRGBAModel.Convert(src.At(b.Min.X+x, b.Min.Y+y)).(color.NRGBA)
-				lut := &overWhiteLUT[c.A]
-				i := (y*w + x) * 3
-				p[i], p[i+1], p[i+2] = lut[c.R], lut[c.G], lut[c.B]
+				sink.put(y*w+x, c.R, c.G, c.B, c.A)
 			}
 		}
 	}

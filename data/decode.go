@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/draw"
 	"image/gif"
 	"image/png"
@@ -46,23 +47,42 @@ func SniffFormat(b []byte) Format {
 	return FormatUnknown
 }
 
-// DecodeImage decodes image bytes into RGB with HF's convert_rgb semantics (see convert.go).
-// Multi-frame files (GIF, TIFF) yield their first frame, as Pillow's Image.open does. WebP
-// goes through golang.org/x/image/webp, whose lossy YUV->RGB conversion is not libwebp's:
-// lossless WebP is exact, lossy WebP may differ from Pillow by a few levels.
-func DecodeImage(b []byte) (*Image, error) {
+// DecodeOptions selects between HF's two entry points (see convert.go).
+type DecodeOptions struct {
+	Alpha AlphaMode
+	// EXIFOrientation applies the EXIF orientation tag, as HF's load_image does.
+	EXIFOrientation bool
+}
+
+// ProcessorDecode is what Idefics2Processor does to an image it is given: EXIF orientation,
+// then convert("RGB") (alpha dropped). ImageProcessorDecode is the image processor called on
+// its own: no orientation, transparency over white.
+var (
+	ProcessorDecode      = DecodeOptions{Alpha: AlphaDrop, EXIFOrientation: true}
+	ImageProcessorDecode = DecodeOptions{Alpha: AlphaOverWhite}
+)
+
+// DecodeImage decodes image bytes the way Idefics2Processor sees them (ProcessorDecode).
+func DecodeImage(b []byte) (*Image, error) { return DecodeImageWith(b, ProcessorDecode) }
+
+// DecodeImageWith decodes PNG, JPEG, GIF, WebP, BMP or TIFF into RGB. Multi-frame files yield
+// their first frame, as Pillow's Image.open does. WebP goes through golang.org/x/image/webp,
+// whose lossy YUV->RGB conversion is not libwebp's: lossless WebP is exact, lossy WebP may
+// differ from Pillow by a few levels.
+func DecodeImageWith(b []byte, opt DecodeOptions) (*Image, error) {
 	f := SniffFormat(b)
 	var (
+		img *Image
 		m   image.Image
 		err error
 	)
 	switch f {
 	case FormatJPEG:
-		return decodeJPEG(b)
+		img, err = decodeJPEG(b)
 	case FormatPNG:
-		return decodePNG(b)
+		m, err = png.Decode(bytes.NewReader(b))
 	case FormatGIF:
-		return decodeGIF(b)
+		img, err = decodeGIF(b, opt.Alpha)
 	case FormatWebP:
 		m, err = webp.Decode(bytes.NewReader(b))
 	case FormatBMP:
@@ -76,60 +96,97 @@ func DecodeImage(b []byte) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f, err)
 	}
-	return FromGoImage(m), nil
+	if img == nil {
+		img = FromGoImage(m, opt.Alpha)
+	}
+	if opt.EXIFOrientation {
+		img = Orient(img, EXIFOrientation(b, f))
+	}
+	return img, nil
 }
 
-// decodePNG handles the one PNG case where Go and Pillow disagree on meaning: a truecolour
-// PNG with a tRNS colour key. Go turns the key colour transparent; Pillow keeps mode RGB and
-// HF's convert_rgb returns RGB images untouched, so the key is ignored.
-func decodePNG(b []byte) (*Image, error) {
-	m, err := png.Decode(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("png: %w", err)
-	}
-	const colorTypeOffset = 8 + 8 + 9 // signature, IHDR length+type, width/height/bit depth
-	if len(b) > colorTypeOffset && b[colorTypeOffset] == 2 {
-		switch t := m.(type) {
-		case *image.NRGBA:
-			for i := 3; i < len(t.Pix); i += 4 {
-				t.Pix[i] = 255
-			}
-		case *image.NRGBA64:
-			for i := 6; i < len(t.Pix); i += 8 {
-				t.Pix[i], t.Pix[i+1] = 255, 255
-			}
-		}
-	}
-	return FromGoImage(m), nil
-}
-
-// decodeGIF returns the first frame on the logical screen. Pillow fills the screen outside
-// the first frame with the transparent index when there is one (white after convert_rgb),
-// else with the background colour index.
-func decodeGIF(b []byte) (*Image, error) {
+// decodeGIF returns the first frame on the logical screen. Go's decoder blanks the colour of
+// the transparent palette index; Pillow keeps it, and convert("RGB") shows it, so with
+// AlphaDrop the stored colour is restored from the file's colour table. Outside the first
+// frame Pillow fills with the transparent index when there is one, else the background index.
+func decodeGIF(b []byte, mode AlphaMode) (*Image, error) {
 	g, err := gif.DecodeAll(bytes.NewReader(b))
 	if err != nil {
-		return nil, fmt.Errorf("gif: %w", err)
+		return nil, err
 	}
 	if len(g.Image) == 0 {
-		return nil, errors.New("gif: no frames")
+		return nil, errors.New("no frames")
 	}
 	fr := g.Image[0]
-	screen := image.Rect(0, 0, g.Config.Width, g.Config.Height)
-	if fr.Bounds() == screen {
-		return FromGoImage(fr), nil
-	}
-	canvas := image.NewPaletted(screen, fr.Palette)
-	fill := uint8(g.BackgroundIndex)
-	for i, c := range fr.Palette {
+	pal := fr.Palette
+	transparent := -1
+	for i, c := range pal {
 		if _, _, _, a := c.RGBA(); a == 0 {
-			fill = uint8(i)
+			transparent = i
 			break
 		}
 	}
-	for i := range canvas.Pix {
-		canvas.Pix[i] = fill
+	if transparent >= 0 && mode == AlphaDrop {
+		if raw := gifFirstColorTable(b); transparent < len(raw)/3 {
+			pal = append(color.Palette(nil), pal...)
+			t := raw[transparent*3 : transparent*3+3]
+			pal[transparent] = color.NRGBA{t[0], t[1], t[2], 255}
+		}
 	}
-	draw.Draw(canvas, fr.Bounds(), fr, fr.Bounds().Min, draw.Src)
-	return FromGoImage(canvas), nil
+	screen := image.Rect(0, 0, g.Config.Width, g.Config.Height)
+	canvas := image.NewPaletted(screen, pal)
+	if fr.Bounds() != screen {
+		fill := uint8(g.BackgroundIndex)
+		if transparent >= 0 {
+			fill = uint8(transparent)
+		}
+		for i := range canvas.Pix {
+			canvas.Pix[i] = fill
+		}
+	}
+	draw.Draw(canvas, fr.Bounds(), &image.Paletted{Pix: fr.Pix, Stride: fr.Stride, Rect: fr.Rect, Palette: pal}, fr.Bounds().Min, draw.Src)
+	return FromGoImage(canvas, mode), nil
+}
+
+// gifFirstColorTable returns the colour table the first frame uses (its local table, else the
+// global one) as packed RGB, or nil when the file is too short to tell.
+func gifFirstColorTable(b []byte) []byte {
+	if len(b) < 13 {
+		return nil
+	}
+	var global []byte
+	pos := 13
+	if b[10]&0x80 != 0 {
+		n := 3 << (int(b[10]&7) + 1)
+		if pos+n > len(b) {
+			return nil
+		}
+		global = b[pos : pos+n]
+		pos += n
+	}
+	for pos < len(b) {
+		switch b[pos] {
+		case 0x21: // extension: label, then sub-blocks
+			pos += 2
+			for pos < len(b) && b[pos] != 0 {
+				pos += int(b[pos]) + 1
+			}
+			pos++
+		case 0x2C: // image descriptor
+			if pos+10 > len(b) {
+				return global
+			}
+			packed := b[pos+9]
+			if packed&0x80 != 0 {
+				n := 3 << (int(packed&7) + 1)
+				if pos+10+n <= len(b) {
+					return b[pos+10 : pos+10+n]
+				}
+			}
+			return global
+		default:
+			return global
+		}
+	}
+	return global
 }

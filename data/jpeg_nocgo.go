@@ -17,5 +17,5 @@ func decodeJPEG(b []byte) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return FromGoImage(m), nil
+	return FromGoImage(m, AlphaDrop), nil
 }
