@@ -87,7 +87,13 @@ func (f *parquetFile) unitRows() []int { return f.rows }
 
 // readUnit reads one row group and decodes it. Only the bound columns are read; the footer
 // kept from opening is reused, so a reopen costs one open(2).
-func (f *parquetFile) readUnit(ctx context.Context, g int, ref Ref) ([]row, error) {
+func (f *parquetFile) readUnit(ctx context.Context, g int, ref Ref) (out []row, err error) {
+	// A damaged page can make the decoder panic; it is one lost row group, not a lost run.
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = nil, fmt.Errorf("%s row group %d: %v", f.path, g, p)
+		}
+	}()
 	mem := memory.DefaultAllocator
 	props := parquet.NewReaderProperties(mem)
 	pf, err := file.OpenParquetFile(f.path, false, file.WithMetadata(f.meta), file.WithReadProps(props))
@@ -112,7 +118,7 @@ func (f *parquetFile) readUnit(ctx context.Context, g int, ref Ref) ([]row, erro
 		}
 		pos[i] = idx[0]
 	}
-	out := make([]row, 0, tbl.NumRows())
+	out = make([]row, 0, tbl.NumRows())
 	tr := array.NewTableReader(tbl, 1<<20)
 	defer tr.Release()
 	cols := make([]arrow.Array, len(pos))
