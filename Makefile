@@ -18,12 +18,24 @@ export CGO_LDFLAGS := -L$(BUILD)/tokenizers
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 
-.PHONY: all setup test vet tiny-train fixtures venv tokenizers clean bench
+.PHONY: all setup sysdeps test vet tiny-train fixtures venv tokenizers clean bench processor-fixtures idefics2-tokenizer bench-processor
 
 all: test
 
-setup: tokenizers
+setup: sysdeps tokenizers
 	$(GO) mod download
+
+# data/ decodes JPEG and WebP with the C libraries Pillow uses (libjpeg-turbo, libwebp) so that
+# pixels equal HF's; Go's own decoders differ by up to tens of levels. Debian packages provide
+# the headers and libraries; they are installed here when missing (CI runs as root).
+SYSDEPS_HEADERS := /usr/include/jpeglib.h /usr/include/webp/demux.h
+sysdeps:
+	@for h in $(SYSDEPS_HEADERS); do [ -f $$h ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing libjpeg62-turbo-dev libwebp-dev (JPEG/WebP decoding identical to Pillow's)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjpeg62-turbo-dev libwebp-dev \
+			|| { echo "could not install libjpeg62-turbo-dev libwebp-dev: install them (Debian/Ubuntu package names) and re-run"; exit 1; }; \
+	fi
 
 tokenizers: $(TOKENIZERS_LIB)
 
@@ -57,6 +69,20 @@ $(PY): scripts/requirements.txt
 
 fixtures: venv
 	$(PY) scripts/make_model_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_processor_fixtures.py --out testdata/fixtures --pillow-out testdata/pillow
+
+# Processor fixtures alone (about a minute); add --full --out DIR for uncut tensors.
+processor-fixtures: venv
+	$(PY) scripts/make_processor_fixtures.py --out testdata/fixtures --pillow-out testdata/pillow
+
+# Rebuilds testdata/tokenizer/idefics2 from the npm package mistral-tokenizer-js (needs npm, node).
+idefics2-tokenizer: venv
+	$(PY) scripts/make_tokenizer.py --out testdata/tokenizer/idefics2
+
+# Images/s of data's image processor against HF's Idefics2ImageProcessorPil on the same images.
+bench-processor: setup venv
+	$(GO) test ./data -run '^$$' -bench ImageProcessor -benchtime 20x -cpu 1
+	$(PY) scripts/bench_processor.py
 
 clean:
 	rm -rf $(BUILD)

@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/image/bmp"
 	"golang.org/x/image/tiff"
-	"golang.org/x/image/webp"
 )
 
 // Format is an image container format recognised by its leading bytes.
@@ -66,9 +65,9 @@ var (
 func DecodeImage(b []byte) (*Image, error) { return DecodeImageWith(b, ProcessorDecode) }
 
 // DecodeImageWith decodes PNG, JPEG, GIF, WebP, BMP or TIFF into RGB. Multi-frame files yield
-// their first frame, as Pillow's Image.open does. WebP goes through golang.org/x/image/webp,
-// whose lossy YUV->RGB conversion is not libwebp's: lossless WebP is exact, lossy WebP may
-// differ from Pillow by a few levels.
+// their first frame, as Pillow's Image.open does. JPEG and WebP go through the C libraries
+// Pillow itself uses (libjpeg-turbo, libwebp), the others through Go's decoders, whose output
+// for these lossless formats is the same.
 func DecodeImageWith(b []byte, opt DecodeOptions) (*Image, error) {
 	f := SniffFormat(b)
 	var (
@@ -84,7 +83,7 @@ func DecodeImageWith(b []byte, opt DecodeOptions) (*Image, error) {
 	case FormatGIF:
 		img, err = decodeGIF(b, opt.Alpha)
 	case FormatWebP:
-		m, err = webp.Decode(bytes.NewReader(b))
+		img, err = decodeWebP(b, opt.Alpha)
 	case FormatBMP:
 		m, err = bmp.Decode(bytes.NewReader(b))
 	case FormatTIFF:
