@@ -262,7 +262,8 @@ def main():
 
     def dump(name, obj):
         with open(os.path.join(args.out, name), "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=2 if name != "tokenizer.json" else None)
+            json.dump(obj, f, ensure_ascii=False, indent=2 if name.endswith("config.json") or name in (
+                "special_tokens_map.json", "added_tokens.json", "provenance.json") else None)
             f.write("\n")
 
     dump("tokenizer.json", tj)
@@ -283,6 +284,17 @@ def main():
                                          "(the real tokenizer.model is not reachable offline)"},
         "layout": "mirrors the hub idefics2-8b tokenizer.json (legacy Llama style: Prepend+Replace normalizer, no pre-tokenizer)",
     })
+    # Reference encodings for the Go tests: the npm test cases (real ids) and the generated
+    # strings, with the ids of the file's own pipeline and of transformers 5's LlamaTokenizer.
+    from transformers import AutoTokenizer
+    t5 = AutoTokenizer.from_pretrained(args.out)
+    ref = [{"text": t, "ids": w, "ids_transformers5": t5(t)["input_ids"], "from": "npm test case"} for t, w in cases]
+    ref += [{"text": t, "ids": w, "ids_transformers5": t5(t)["input_ids"], "from": "generated, npm encoder"}
+            for t, w in zip(texts, js_ids)]
+    dump("reference_encodings.json", {"notes": "ids include BOS; 'ids' = tokenizer.json as written (== the npm "
+                                      "encoder and the real tokenizer's test ids); 'ids_transformers5' = "
+                                      "AutoTokenizer in transformers " + __import__("transformers").__version__,
+                                      "cases": ref})
     print("wrote", args.out)
 
 
