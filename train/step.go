@@ -29,6 +29,7 @@ type Stepper struct {
 	backend   backends.Backend
 	accExec   *context.Exec
 	applyExec *context.Exec
+	evalExec  *context.Exec
 	compiles  map[string]bool
 }
 
@@ -57,6 +58,9 @@ func NewStepper(be backends.Backend, m *model.Model, adapter *lora.Adapter, full
 // Returns the summed loss and the number of targets of this micro-batch.
 func (s *Stepper) accumulateGraph(ctx *context.Context, nodes []*Node) []*Node {
 	g := nodes[0].Graph()
+	if s.Adapter != nil {
+		s.Adapter.Training = true
+	}
 	scale := nodes[len(nodes)-1]
 	in := model.GraphInputsOf(nodes[:len(nodes)-1], true)
 	out := s.Model.Forward(ctx, in)
@@ -144,4 +148,34 @@ func (s *Stepper) Compiles() int { return len(s.compiles) + 1 }
 
 func shapeKey(b *model.Batch) string {
 	return fmt.Sprintf("%dx%d/%d/%dx%d", b.B, b.T, b.M, b.Hp, b.Wp)
+}
+
+// evalGraph is the forward pass without dropout: the summed loss and the target count.
+func (s *Stepper) evalGraph(ctx *context.Context, nodes []*Node) []*Node {
+	if s.Adapter != nil {
+		s.Adapter.Training = false
+	}
+	in := model.GraphInputsOf(nodes, true)
+	out := s.Model.Forward(ctx, in)
+	sum, count := model.CrossEntropy(out.Logits, in.Targets)
+	return []*Node{sum, count}
+}
+
+// EvalLoss returns the summed loss and target count of a batch, without touching gradients.
+func (s *Stepper) EvalLoss(b *model.Batch) (sum, count float64, err error) {
+	if s.evalExec == nil {
+		if s.evalExec, err = context.NewExecAny(s.backend, s.Model.Ctx, s.evalGraph); err != nil {
+			return 0, 0, err
+		}
+		s.evalExec.SetMaxCache(-1)
+	}
+	args := []any{}
+	for _, t := range b.Tensors() {
+		args = append(args, t)
+	}
+	outs, err := s.evalExec.Exec(args...)
+	if err != nil {
+		return 0, 0, err
+	}
+	return float64(tensors.ToScalar[float32](outs[0])), float64(tensors.ToScalar[float32](outs[1])), nil
 }

@@ -1,0 +1,5 @@
+package train
+
+import "io"
+
+var errEOF = io.EOF
