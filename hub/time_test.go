@@ -1,0 +1,5 @@
+package hub
+
+import "time"
+
+var zeroTime time.Time
