@@ -111,21 +111,12 @@ func (p *ModelPredictor) encode(proc *data.Processor, r Request) (*data.Sample, 
 	return proc.EncodeText(r.Prompt, imgs, data.EncodeOptions{AddGenerationPrompt: true})
 }
 
-// InputsOf converts a collated batch into the model's inputs.
+// InputsOf converts a collated batch into the model's inputs (the slices are shared).
 func InputsOf(b *data.Batch) model.Inputs {
-	in := model.Inputs{B: b.B, T: b.T, N: b.N, H: b.H, W: b.W,
-		InputIDs: widen(b.InputIDs), AttentionMask: widen(b.AttentionMask)}
+	in := model.Inputs{B: b.B, T: b.T, N: b.N, H: b.H, W: b.W, InputIDs: b.InputIDs, AttentionMask: b.AttentionMask}
 	if b.N > 0 {
 		in.PixelValues = b.PixelValues
-		in.PixelAttentionMask = widen(b.PixelAttentionMask)
+		in.PixelAttentionMask = b.PixelAttentionMask
 	}
 	return in
-}
-
-func widen(xs []int32) []int64 {
-	out := make([]int64, len(xs))
-	for i, x := range xs {
-		out[i] = int64(x)
-	}
-	return out
 }
