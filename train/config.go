@@ -246,8 +246,29 @@ func parseValue(s string) any {
 	return out
 }
 
-// nearest is the known key with the smallest edit distance to k.
+// hfNames maps the names HF TrainingArguments and PEFT use to ours, for suggestions.
+var hfNames = map[string]string{
+	"learning_rate": "lr", "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
+	"num_train_epochs": "epochs", "save_steps": "save_every", "eval_steps": "eval_every", "logging_steps": "log_every",
+	"save_total_limit": "keep_last", "lora_alpha": "alpha", "lora_dropout": "dropout", "lr_scheduler_type": "lr_scheduler",
+	"init_lora_weights": "init", "model_name_or_path": "path", "torch_dtype": "dtype", "max_seq_length": "max_length",
+}
+
+// nearest is the known key with the smallest edit distance to k, after translating HF's names.
 func nearest(k string, known []string) string {
+	i := strings.LastIndexByte(k, '.')
+	if ours, ok := hfNames[k[i+1:]]; ok {
+		for _, c := range known {
+			if strings.HasSuffix(c, "."+ours) && (i < 0 || strings.HasPrefix(c, k[:i+1])) {
+				return c
+			}
+		}
+		for _, c := range known {
+			if strings.HasSuffix(c, "."+ours) {
+				return c
+			}
+		}
+	}
 	best, bestD := "", 1<<30
 	for _, c := range known {
 		if d := levenshtein(k, c); d < bestD {

@@ -132,22 +132,11 @@ func (p *Pipeline) Close() { p.pool.Close() }
 
 // ModelBatch converts a collated batch into the model's graph inputs.
 func ModelBatch(c model.Config, b *data.Batch) (*model.Batch, error) {
-	in := model.Inputs{B: b.B, T: b.T, InputIDs: widen(b.InputIDs), AttentionMask: widen(b.AttentionMask)}
-	if b.Labels != nil {
-		in.Labels = widen(b.Labels)
-	}
+	in := model.Inputs{B: b.B, T: b.T, InputIDs: b.InputIDs, AttentionMask: b.AttentionMask, Labels: b.Labels}
 	if b.N > 0 {
 		in.N, in.H, in.W = b.N, b.H, b.W
 		in.PixelValues = b.PixelValues
-		in.PixelAttentionMask = widen(b.PixelAttentionMask)
+		in.PixelAttentionMask = b.PixelAttentionMask
 	}
 	return model.NewBatch(c, in)
-}
-
-func widen(xs []int32) []int64 {
-	out := make([]int64, len(xs))
-	for i, x := range xs {
-		out[i] = int64(x)
-	}
-	return out
 }

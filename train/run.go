@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/idefics2/idefics2/cauldron"
 	"github.com/idefics2/idefics2/data"
@@ -265,7 +264,7 @@ func attach(m *model.Model, cfg Config) (*lora.Adapter, []string, error) {
 	if cfg.LoRA.R > 0 {
 		lc := lora.Config{R: cfg.LoRA.R, LoraAlpha: cfg.LoRA.Alpha, LoraDropout: cfg.LoRA.Dropout,
 			TargetModules: lora.TargetModules{Regex: cfg.LoRA.TargetModules, Names: cfg.LoRA.TargetNames},
-			UseDoRA: cfg.LoRA.UseDoRA, UseRSLoRA: cfg.LoRA.UseRSLoRA, InitLoraWeights: lora.InitKind(cfg.LoRA.Init),
+			UseDoRA:       cfg.LoRA.UseDoRA, UseRSLoRA: cfg.LoRA.UseRSLoRA, InitLoraWeights: lora.InitKind(cfg.LoRA.Init),
 			ModulesToSave: cfg.Train.ModulesToSave, Bias: "none", PeftType: "LORA", BaseModel: cfg.Model.Path}
 		if len(lc.TargetModules.Names) > 0 {
 			lc.TargetModules.Regex = ""
@@ -375,4 +374,3 @@ func evalLoss(ctx context.Context, st *Stepper, cfg Config, proc *data.Processor
 	return sum / math.Max(count, 1), nil
 }
 
-var _ backends.Backend
