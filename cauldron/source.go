@@ -123,6 +123,36 @@ func evalSource(name string, l Layout, patterns ...string) (Source, error) {
 	return Source{}, fmt.Errorf("%s: no files match %s", name, strings.Join(patterns, " or "))
 }
 
+// CustomSource is a custom dataset: parquet or JSONL files (paths, folders or globs) read
+// with the given columns.
+func CustomSource(name string, layout CustomLayout, patterns ...string) (Source, error) {
+	files, err := Files(patterns...)
+	if err != nil {
+		return Source{}, fmt.Errorf("source %q: %w", name, err)
+	}
+	return Source{Name: name, Files: files, Layout: layout}, nil
+}
+
+// CountRows opens the sources as a stream would (footers only for parquet, one scan for JSONL)
+// and returns their rows before bad ones are skipped, per source and in total: what a trainer
+// needs to turn epochs into steps.
+func CountRows(srcs []Source, stats *Stats) (map[string]int64, int64, error) {
+	if stats == nil {
+		stats = NewStats(nil)
+	}
+	per := map[string]int64{}
+	var total int64
+	for _, s := range srcs {
+		o, err := openSource(s, stats)
+		if err != nil {
+			return nil, 0, err
+		}
+		per[s.Name] = o.Rows()
+		total += o.Rows()
+	}
+	return per, total, nil
+}
+
 // unit is one row group (or JSONL chunk) of a source.
 type unit struct {
 	file     int

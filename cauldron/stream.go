@@ -21,8 +21,10 @@ type Options struct {
 	// groups. Off, a single source is read in file order (evaluation).
 	Shuffle bool
 	// ShuffleWindow is how many row groups are read and shuffled together: the shuffle buffer,
-	// in row groups. It is also the memory bound: about ShuffleWindow row groups per source.
-	// Zero means 4.
+	// in row groups. It is also the memory bound: each source holds at most ShuffleWindow row
+	// groups (fewer as they are handed out), plus one being read. The hub's Cauldron shards have
+	// 100-row row groups of tens of MB, so a mixture of all 50 subsets with the default holds
+	// a few GB; lower it for many sources. Zero means 2.
 	ShuffleWindow int
 	// Epochs stops each source after that many passes (the stream ends when all have stopped);
 	// zero repeats forever, for training by steps.
@@ -60,7 +62,7 @@ func Open(sources []Source, opts Options) (*Stream, error) {
 		return nil, fmt.Errorf("cauldron: rank %d out of range for world size %d", opts.Rank, opts.World)
 	}
 	if opts.ShuffleWindow <= 0 {
-		opts.ShuffleWindow = 4
+		opts.ShuffleWindow = 2
 	}
 	if opts.Stats == nil {
 		opts.Stats = NewStats(opts.Logger)
