@@ -373,4 +373,3 @@ func evalLoss(ctx context.Context, st *Stepper, cfg Config, proc *data.Processor
 	}
 	return sum / math.Max(count, 1), nil
 }
-
