@@ -86,3 +86,63 @@ bench-processor: setup venv
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- XLA CPU plugin and the side-by-side benchmark ------------------------------------------
+
+# XLA's CPU PJRT plugin from PyPI (optional): lammps-jax-pjrt-cpu 0.11.2 ships XLA's
+# pjrt_c_api_cpu_plugin.so built from jaxlib 0.11.2's XLA (PJRT C API 0.115; go-xla v0.1.4 is
+# written against 0.83, and the C API keeps newer plugins usable by older clients). The wheel
+# is pinned by its sha256. Afterwards GOMLX_BACKEND=xla:cpu finds it (internal/backend).
+PJRT_CPU_PKG := lammps-jax-pjrt-cpu==0.11.2
+PJRT_CPU_WHEEL := lammps_jax_pjrt_cpu-0.11.2-py3-none-manylinux_2_27_x86_64.whl
+PJRT_CPU_SHA256 := 1319390d948b39f69f7dade496b7c385149d9ca6097a6b62114da113216d9ad1
+PJRT_CPU_PLUGIN := $(BUILD)/pjrt/pjrt_c_api_cpu_plugin.so
+
+.PHONY: pjrt-cpu test-xla-cpu bench-go gpu-bench-build
+
+pjrt-cpu: $(PJRT_CPU_PLUGIN)
+
+$(PJRT_CPU_PLUGIN):
+	@mkdir -p $(BUILD)/pjrt/wheel
+	python3 -m pip download -q --no-deps --only-binary=:all: -d $(BUILD)/pjrt/wheel '$(PJRT_CPU_PKG)'
+	echo '$(PJRT_CPU_SHA256)  $(BUILD)/pjrt/wheel/$(PJRT_CPU_WHEEL)' | sha256sum -c -
+	python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("lammps_jax_pjrt_cpu/pjrt_c_api_cpu_plugin.so"))' \
+		$(BUILD)/pjrt/wheel/$(PJRT_CPU_WHEEL) $@.tmp
+	mv $@.tmp $@
+	rm -rf $(BUILD)/pjrt/wheel
+	@echo "installed $@ (GOMLX_BACKEND=xla:cpu)"
+
+# The parity fixtures (forward, train, generate) on XLA's CPU backend instead of the pure Go one.
+test-xla-cpu: setup pjrt-cpu
+	GOMLX_BACKEND=xla:$(PJRT_CPU_PLUGIN) $(GO) test -count=1 -timeout 40m -run 'Parity|Build8B' ./model/ ./train/
+
+# `make bench`: ours (cmd/idefics2-bench) and HF transformers + PEFT (scripts/bench_hf.py) on
+# the same configs, batch shape and machine, then the table with ours/HF ratios. The backend is
+# $(GOMLX_BACKEND): the pure Go one by default, `make bench GOMLX_BACKEND=xla:cpu` after
+# `make pjrt-cpu`. Sizes: tiny (the test fixture), small (~100M), 8b (needs a GPU).
+BENCH_SIZES ?= tiny small
+BENCH_FLAGS ?= --iters 3 --new-tokens 16
+BENCH_OUT := $(BUILD)/bench
+
+bench: setup venv bench-go
+	set -e; for s in $(BENCH_SIZES); do \
+		$(BUILD)/idefics2-bench --size $$s $(BENCH_FLAGS) --out $(BENCH_OUT)/ours-$$s.json; \
+		$(PY) scripts/bench_hf.py --size $$s $(BENCH_FLAGS) --out $(BENCH_OUT)/hf-$$s.json; \
+	done
+	for s in $(BENCH_SIZES); do \
+		$(BUILD)/idefics2-bench -compare $(BENCH_OUT)/ours-$$s.json,$(BENCH_OUT)/hf-$$s.json; echo; \
+	done | tee $(BENCH_OUT)/compare.txt
+
+bench-go: setup
+	@mkdir -p $(BENCH_OUT)
+	$(GO) build -o $(BUILD)/idefics2-bench ./cmd/idefics2-bench
+
+# What scripts/gpu_bench.sh runs on a GPU machine: the bench binary built here (cgo) and copies
+# of the shared libraries it needs beyond glibc and libstdc++, in build/gpu (carry that folder).
+gpu-bench-build: setup
+	@mkdir -p $(BUILD)/gpu/lib
+	$(GO) build -o $(BUILD)/gpu/idefics2-bench ./cmd/idefics2-bench
+	ldd $(BUILD)/gpu/idefics2-bench | awk '/=> \// {print $$3}' \
+		| grep -vE '/(libc|libm|libdl|libpthread|librt|libresolv|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so' \
+		| xargs -r -I{} cp -L {} $(BUILD)/gpu/lib/
+	@ls -la $(BUILD)/gpu $(BUILD)/gpu/lib

@@ -1,0 +1,83 @@
+package bench
+
+import (
+	"math/rand/v2"
+
+	"github.com/idefics2/idefics2/model"
+)
+
+// Shape is the batch a measurement runs on: B samples, each one image of ImageSize² pixels at
+// full resolution (no splitting) and TextTokens text tokens around its <image> tokens.
+type Shape struct {
+	Batch      int `json:"batch"`
+	TextTokens int `json:"text_tokens"`
+	ImageSize  int `json:"image_size"`
+	Seq        int `json:"seq"`               // T: text tokens + image tokens + 2 <fake_token_around_image>
+	Patches    int `json:"patches_per_image"` // (ImageSize/patch)²
+	NewTokens  int `json:"new_tokens"`        // generation length
+}
+
+// NewShape completes s for configuration c.
+func NewShape(c model.Config, batch, textTokens, imageSize, newTokens int) Shape {
+	if imageSize <= 0 {
+		imageSize = c.Vision.ImageSize
+	}
+	p := imageSize / c.Vision.PatchSize
+	return Shape{Batch: batch, TextTokens: textTokens, ImageSize: imageSize,
+		Seq: textTokens + c.Perceiver.NLatents + 2, Patches: p * p, NewTokens: newTokens}
+}
+
+// tokenIDs are the ids the synthetic prompt uses: ordinary text ids and the two image markers.
+// Small vocabularies (the tiny fixture) have no id 32000, so the fake token becomes an ordinary
+// id there; what matters for speed is only the count of <image> tokens.
+func tokenIDs(c model.Config) (textLo, textHi, fake int) {
+	v := c.Text.VocabSize
+	fake = c.FakeImageTokenID
+	textHi = min(v, 32000)
+	if fake >= v {
+		fake = 3
+	}
+	return 3, textHi, fake
+}
+
+// SyntheticInputs makes one batch of shape s: per row BOS, half the text, <fake> <image>×latents
+// <fake>, the rest of the text; random pixels; labels on the text tokens only (as SFT masks).
+func SyntheticInputs(c model.Config, s Shape, seed uint64) model.Inputs {
+	rng := rand.New(rand.NewPCG(seed, 0x1d3f))
+	lo, hi, fake := tokenIDs(c)
+	n := c.Perceiver.NLatents
+	T := s.Seq
+	in := model.Inputs{B: s.Batch, T: T, InputIDs: make([]int64, s.Batch*T), Labels: make([]int64, s.Batch*T)}
+	for r := 0; r < s.Batch; r++ {
+		row := in.InputIDs[r*T : (r+1)*T]
+		lab := in.Labels[r*T : (r+1)*T]
+		half := s.TextTokens / 2
+		for t := range row {
+			switch {
+			case t == 0:
+				row[t] = int64(c.Text.BOSTokenID)
+			case t == half || t == half+n+1:
+				row[t] = int64(fake)
+			case t > half && t <= half+n:
+				row[t] = int64(c.ImageTokenID)
+			default:
+				id := lo + rng.IntN(hi-lo)
+				if id == c.ImageTokenID || id == fake {
+					id = lo
+				}
+				row[t] = int64(id)
+			}
+			lab[t] = row[t]
+			if t >= half && t <= half+n+1 {
+				lab[t] = model.IgnoreIndex
+			}
+		}
+	}
+	S := s.ImageSize
+	in.N, in.H, in.W = 1, S, S
+	in.PixelValues = make([]float32, s.Batch*3*S*S)
+	for i := range in.PixelValues {
+		in.PixelValues[i] = float32(rng.NormFloat64())
+	}
+	return in
+}

@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/idefics2/idefics2/internal/backend"
+	"github.com/idefics2/idefics2/model"
+)
+
+// Options select what Run measures.
+type Options struct {
+	Size       string   // "tiny", "small", "8b" or a config.json path
+	DType      string   // "float32" or "bfloat16"
+	Backend    string   // backend configuration ("" = $GOMLX_BACKEND, else XLA, else pure Go)
+	Batch      int      // rows per batch
+	TextTokens int      // text tokens per row (the row also holds latents+2 image tokens)
+	ImageSize  int      // image side in pixels; 0 = the config's image_size
+	NewTokens  int      // tokens per generate call
+	Iters      int      // timed repetitions per section (after a warm-up call)
+	Sections   []string // of "forward", "train", "generate"
+	PeakTFLOPS float64  // overrides the peak table when > 0
+	LoRARank   int      // LoRA rank of the train step
+	Seed       uint64
+	Log        io.Writer // progress lines; nil = os.Stderr
+	// OnSection, when set, is called with the result so far after the setup and after each
+	// section, so that a run stopped by a time limit still leaves what it measured.
+	OnSection func(*Result)
+}
+
+// DefaultOptions are small enough for a 2-core CPU.
+func DefaultOptions() Options {
+	return Options{Size: "tiny", DType: "float32", Batch: 1, TextTokens: 64, NewTokens: 16, Iters: 3,
+		Sections: []string{"forward", "train", "generate"}, LoRARank: 8, Seed: 1}
+}
+
+// runner carries one run's state between sections.
+type runner struct {
+	o      Options
+	be     backends.Backend
+	m      *model.Model
+	res    *Result
+	gpuMem *GPUMemSampler
+	log    io.Writer
+}
+
+// Run builds the model with random weights and measures the selected sections.
+func Run(o Options) (*Result, error) {
+	cfg, _, err := LoadConfig(o.Size)
+	if err != nil {
+		return nil, err
+	}
+	dt, err := dtypeOf(o.DType)
+	if err != nil {
+		return nil, err
+	}
+	be, err := backend.New(o.Backend)
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{o: o, be: be, log: o.Log}
+	if r.log == nil {
+		r.log = os.Stderr
+	}
+	perComp, total := cfg.ParamCounts()
+	hw := DetectHardware()
+	hw.Backend = backend.Describe(be)
+	shape := NewShape(cfg, o.Batch, o.TextTokens, o.ImageSize, o.NewTokens)
+	r.res = &Result{
+		Impl: "ours", Size: o.Size, Config: ConfigPath(o.Size), DType: dt.String(), Params: total,
+		ParamsByComponent: perComp, Hardware: hw, Versions: versions(), Shape: shape,
+		FLOPs: ForwardFLOPs(cfg, shape.Batch, shape.Seq, shape.Batch, shape.Patches), LoRARank: o.LoRARank,
+	}
+	r.res.DType = dtypeName(o.DType)
+	r.res.TrainFLOPs = TrainFLOPs(r.res.FLOPs, LoRAParams(cfg, o.LoRARank), shape.Batch*shape.Seq)
+	r.res.Peak = LookupPeak(hw.GPU, r.res.DType)
+	if o.PeakTFLOPS > 0 {
+		r.res.Peak = PeakFLOPS{o.PeakTFLOPS, "flag -peak-tflops"}
+	}
+	r.gpuMem = StartGPUMemSampler()
+	defer r.gpuMem.Stop()
+
+	r.logf("%s: %.4g M params, %s, backend %s", o.Size, float64(total)/1e6, r.res.DType, hw.Backend)
+	ResetPeakRSS()
+	start := time.Now()
+	r.m = model.New(cfg, dt)
+	if err := RandomWeights(r.m, be, 0.02, o.Seed); err != nil {
+		return nil, err
+	}
+	r.res.Setup = &Setup{InitS: round(time.Since(start).Seconds(), 3), HostPeakMiB: PeakRSSMiB()}
+	r.logf("weights ready in %.2fs (host peak %.0f MiB)", r.res.Setup.InitS, r.res.Setup.HostPeakMiB)
+	r.progress()
+
+	for _, s := range o.Sections {
+		if s != "forward" && s != "train" && s != "generate" {
+			return nil, fmt.Errorf("unknown section %q (forward, train, generate)", s)
+		}
+	}
+	// The train step attaches LoRA to the model, so it runs last whatever the order given.
+	for _, s := range []string{"forward", "generate", "train"} {
+		if !slices.Contains(o.Sections, s) {
+			continue
+		}
+		ResetPeakRSS()
+		r.gpuMem.Reset()
+		switch s {
+		case "forward":
+			r.res.Forward = r.forward()
+		case "train":
+			r.res.Train = r.train()
+		case "generate":
+			r.res.Generate = r.generate()
+		}
+		r.progress()
+	}
+	return r.res, nil
+}
+
+func (r *runner) progress() {
+	if r.o.OnSection != nil {
+		r.o.OnSection(r.res)
+	}
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.log, "bench: "+format+"\n", args...)
+}
+
+func dtypeName(s string) string {
+	if dt, err := dtypeOf(s); err == nil && dt.String() == "BFloat16" {
+		return "bfloat16"
+	}
+	return "float32"
+}
+
+// versions names the Go toolchain and the GoMLX modules this binary was built with.
+func versions() map[string]string {
+	v := map[string]string{"go": runtime.Version()}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/gomlx/gomlx" || d.Path == "github.com/gomlx/go-xla" {
+				v[d.Path[strings.LastIndexByte(d.Path, '/')+1:]] = d.Version
+			}
+		}
+	}
+	return v
+}
+
+// timings summarises repeated durations.
+func timings(ds []time.Duration) (median, minimum time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s)%2 == 1 {
+		return s[len(s)/2], s[0]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2, s[0]
+}
+
+func ms(d time.Duration) float64 { return round(float64(d)/1e6, 3) }
