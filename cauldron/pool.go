@@ -3,6 +3,7 @@ package cauldron
 import (
 	"context"
 	"io"
+	"runtime/debug"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -113,12 +114,24 @@ func (p *Pool[T]) work(jobs <-chan *slot[T]) {
 	for sl := range jobs {
 		t := time.Now()
 		n := sl.rec.ImageBytes()
-		sl.value, sl.err = p.process(p.ctx, &sl.rec)
+		sl.value, sl.err = p.safeProcess(&sl.rec)
 		sl.rec = Record{}
 		p.busy.Add(int64(time.Since(t)))
 		p.bytes.Add(n)
 		close(sl.done)
 	}
+}
+
+// safeProcess turns a panic in the caller's processing (a decoder meeting an image it was not
+// written for) into a skipped sample: one odd image must not end a long run. The count and
+// the log line with the file and row make it visible.
+func (p *Pool[T]) safeProcess(r *Record) (v T, err error) {
+	defer func() {
+		if e := recover(); e != nil {
+			err = skipf(ReasonPanic, "processing panicked: %v\n%s", e, debug.Stack())
+		}
+	}()
+	return p.process(p.ctx, r)
 }
 
 // Next returns the next processed sample; io.EOF after the last one.

@@ -106,3 +106,29 @@ func TestPoolEOFAndClose(t *testing.T) {
 	p.Next()
 	p.Close()
 }
+
+func TestPoolSurvivesAPanic(t *testing.T) {
+	s := openT(t, cauldronFixtures(t)[:1], Options{Epochs: 1, Stats: quietStats()})
+	p := NewPool(context.Background(), s, func(_ context.Context, r *Record) (int, error) {
+		if r.Row == 5 {
+			panic("decoder bug")
+		}
+		return 1, nil
+	}, PoolOptions{Workers: 2})
+	defer p.Close()
+	n := 0
+	for {
+		_, err := p.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	_, skipped := s.Stats().Counts()
+	if n != 31 || skipped[ReasonPanic] != 1 {
+		t.Fatalf("%d items, skipped %v", n, skipped)
+	}
+}

@@ -25,6 +25,8 @@ const (
 	ReasonBadJSON Reason = "bad_json"
 	// ReasonReadError: a row group could not be read (a damaged page); its rows are counted.
 	ReasonReadError Reason = "read_error"
+	// ReasonPanic: the caller's processing function panicked on the record.
+	ReasonPanic Reason = "processing_panic"
 	// ReasonTruncatedFile: a whole file could not be opened (no parquet footer); counted once
 	// per file, since its rows are unknown.
 	ReasonTruncatedFile Reason = "truncated_file"

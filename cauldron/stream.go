@@ -85,7 +85,11 @@ func Open(sources []Source, opts Options) (*Stream, error) {
 		if w == 0 {
 			w = 1
 		}
-		s.sources = append(s.sources, newSourceStream(o, &s.opts))
+		ss := newSourceStream(o, &s.opts)
+		if ss.rankRows() == 0 {
+			return nil, fmt.Errorf("cauldron: source %q has no rows for rank %d of %d (%d rows in all)", src.Name, opts.Rank, opts.World, o.Rows())
+		}
+		s.sources = append(s.sources, ss)
 		s.weights = append(s.weights, w)
 	}
 	return s, nil

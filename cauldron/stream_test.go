@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"path/filepath"
 	"strings"
@@ -224,5 +225,18 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if _, err := Open([]Source{{Name: "x", Files: []string{"/nonexistent.parquet"}, Layout: Cauldron}}, Options{}); err == nil || errors.Is(err, errUnreadable) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+func quietStats() *Stats { return NewStats(slog.New(slog.NewTextHandler(io.Discard, nil))) }
+
+func TestRankWithoutRowsIsAnError(t *testing.T) {
+	// docvqa has 2 files of 5 rows: 4 ranks still each get rows (strided), 20 ranks cannot.
+	src := cauldronFixtures(t)[1]
+	if _, err := Open([]Source{src}, Options{Rank: 3, World: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open([]Source{src}, Options{Rank: 15, World: 20}); err == nil || !strings.Contains(err.Error(), "no rows for rank 15") {
+		t.Fatalf("got %v", err)
 	}
 }

@@ -38,6 +38,25 @@ func newSourceStream(src *openedSource, cfg *Options) *sourceStream {
 		strided: len(src.units) < cfg.World}
 }
 
+// rankRows counts the rows this rank gets in an epoch (the same every epoch).
+func (s *sourceStream) rankRows() int64 {
+	var n int64
+	w, r := s.cfg.World, s.cfg.Rank
+	for _, ui := range s.units(0) {
+		u := s.src.units[ui]
+		if !s.strided {
+			n += int64(u.rows)
+			continue
+		}
+		// rows k of the unit with (firstRow+k+file) % w == r
+		first := (int64(r) - (u.firstRow+int64(u.file))%int64(w) + int64(w)) % int64(w)
+		if first < int64(u.rows) {
+			n += (int64(u.rows)-first-1)/int64(w) + 1
+		}
+	}
+	return n
+}
+
 // units returns the row groups this rank reads in an epoch, in reading order.
 func (s *sourceStream) units(epoch int) []int {
 	if s.unitsEpoch == epoch {
