@@ -3,8 +3,8 @@ package cauldron
 import (
 	"context"
 	"io"
-	"runtime/debug"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
