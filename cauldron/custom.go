@@ -8,7 +8,7 @@ import (
 )
 
 // Columns names the columns of a custom dataset. Empty names are guessed from the file:
-// images from "images" or "image", then "messages" (HF chat format), "texts" (Cauldron style)
+// images from the HF Image feature in the file's metadata, else "images" or "image"; then "messages" (HF chat format), "texts" (Cauldron style)
 // or "question" with "answer"/"answers".
 type Columns struct {
 	// Images holds HF Image structs (or a list of them), a path or a list of paths relative to
@@ -104,7 +104,11 @@ func (c Columns) resolve(has func(string) bool) Columns {
 }
 
 func (l CustomLayout) bind(sc *arrow.Schema, file string) (*binding, error) {
-	c := l.Columns.resolve(func(n string) bool { _, ok := fieldType(sc, n); return ok })
+	c := l.Columns
+	if c.Images == "" {
+		c.Images = hfImageColumn(sc) // the datasets Image feature, whatever the column's name
+	}
+	c = c.resolve(func(n string) bool { _, ok := fieldType(sc, n); return ok })
 	l.Columns = c
 	var cols []string
 	var steps []func(cols []arrow.Array, i int, rec *Record) error
