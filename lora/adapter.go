@@ -30,6 +30,7 @@ type Adapter struct {
 	// Training switches LoRA dropout on; evaluation and export run without it.
 	Training bool
 	m        *model.Model
+	narrowed bool // some modules the targets match were left out (they are fully trained)
 }
 
 // LinearModules lists the model's Linear modules (rank-2 ".weight" tensors other than the token
@@ -54,10 +55,19 @@ func Attach(m *model.Model, cfg Config, seed uint64) (*Adapter, error) {
 		return nil, err
 	}
 	a := &Adapter{Config: cfg, m: m}
+	saved, err := ModulesToSave(m.Config, cfg.ModulesToSave)
+	if err != nil {
+		return nil, err
+	}
 	rng := rand.New(rand.NewPCG(seed, 0x1d3f1c5))
 	for _, p := range LinearModules(m.Config) {
 		module := strings.TrimSuffix(p.Name, ".weight")
 		if !cfg.Targets(module) {
+			continue
+		}
+		if insideAny(module, saved) {
+			// Fully trained modules need no adapter: their weights train directly.
+			a.narrowed = true
 			continue
 		}
 		a.Modules = append(a.Modules, module)
@@ -208,4 +218,13 @@ func (a *Adapter) Variables() map[string]*context.Variable {
 		}
 	}
 	return out
+}
+
+func insideAny(module string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if module == p || strings.HasPrefix(module, p+".") {
+			return true
+		}
+	}
+	return false
 }

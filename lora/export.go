@@ -50,7 +50,13 @@ func Export(a *Adapter, dir string, fullTrained []string, dtype dtypes.DType) er
 	if err := model.WriteSafetensors(filepath.Join(dir, "adapter_model.safetensors"), views, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
-	js, err := a.Config.PeftJSON()
+	cfg := a.Config
+	if a.narrowed {
+		// The target regex also matches modules inside modules_to_save, which carry no adapter
+		// here; list the adapted modules by full name so PEFT wraps exactly those.
+		cfg.TargetModules = TargetModules{Names: a.Modules}
+	}
+	js, err := cfg.PeftJSON()
 	if err != nil {
 		return err
 	}

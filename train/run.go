@@ -50,11 +50,11 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 			log.Info("built the tiny random model", "dir", cfg.Model.Path)
 		}
 	}
-	be, err := backend.Shared(cfg.Backend)
+	m, err := loadModel(cfg.Model)
 	if err != nil {
 		return nil, err
 	}
-	m, err := loadModel(cfg.Model)
+	be, err := backend.Shared(cfg.Backend)
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +224,9 @@ func loadModel(c ModelConfig) (*model.Model, error) {
 		dtype = dtypes.BFloat16
 	}
 	cfg, err := model.LoadConfig(filepath.Join(c.Path, "config.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("model.path %s has no config.json: download the checkpoint (idefics2-download model HuggingFaceM4/idefics2-8b --out %s) or point model.path at an HF Idefics2 directory", c.Path, c.Path)
+	}
 	if err != nil {
 		return nil, err
 	}
