@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"syscall"
+	"unsafe"
 
 	"github.com/nlpodyssey/safetensors"
 )
@@ -21,8 +22,9 @@ type Checkpoint struct {
 }
 
 type tensorRef struct {
-	file string
-	view safetensors.TensorView
+	file   string
+	view   safetensors.TensorView
+	mapped []byte // the whole mapping of file
 }
 
 // OpenCheckpoint maps dir/model.safetensors, or the shards named by dir/model.safetensors.index.json.
@@ -90,7 +92,7 @@ func (ck *Checkpoint) mapFile(path string) error {
 		if prev, dup := ck.tensors[nt.Name]; dup {
 			return fmt.Errorf("%s: tensor %s also in %s", path, nt.Name, prev.file)
 		}
-		ck.tensors[nt.Name] = tensorRef{file: path, view: nt.TensorView}
+		ck.tensors[nt.Name] = tensorRef{file: path, view: nt.TensorView, mapped: data}
 	}
 	return nil
 }
@@ -109,6 +111,24 @@ func (ck *Checkpoint) Names() []string {
 func (ck *Checkpoint) Tensor(name string) (safetensors.TensorView, string, bool) {
 	r, ok := ck.tensors[name]
 	return r.view, r.file, ok
+}
+
+// Release tells the kernel that the pages of tensor name are no longer needed, so that they
+// leave this process's resident set once converted: loading then peaks at the converted weights
+// plus one tensor, not twice the checkpoint.
+func (ck *Checkpoint) Release(name string) {
+	r, ok := ck.tensors[name]
+	if !ok || len(r.view.Data()) == 0 || r.mapped == nil {
+		return
+	}
+	// Offsets within the mapping, which starts on a page boundary.
+	off := int(uintptr(unsafe.Pointer(&r.view.Data()[0])) - uintptr(unsafe.Pointer(&r.mapped[0])))
+	page := syscall.Getpagesize()
+	start := (off + page - 1) / page * page
+	end := (off + len(r.view.Data())) / page * page
+	if end > start {
+		_ = syscall.Madvise(r.mapped[start:end], syscall.MADV_DONTNEED)
+	}
 }
 
 // Close unmaps the files; views obtained before are invalid afterwards.

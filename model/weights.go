@@ -71,6 +71,7 @@ func (m *Model) LoadWeights(ck *Checkpoint) error {
 		if err != nil {
 			return fmt.Errorf("tensor %s in %s: %w", p.Name, file, err)
 		}
+		ck.Release(p.Name)
 		scope, v := VariableScope(p.Name)
 		if existing := m.Ctx.GetVariableByScopeAndName(scope, v); existing != nil {
 			if err := existing.SetValue(t); err != nil {
