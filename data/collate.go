@@ -29,16 +29,17 @@ type CollateOptions struct {
 	ImageCountBuckets []int
 }
 
-// Batch holds model inputs as flat row-major slices.
+// Batch holds model inputs as flat row-major slices, in HF's dtypes and the field layout of
+// model.Inputs, so a trainer hands them over without conversion.
 type Batch struct {
 	B, T int
 	// InputIDs, AttentionMask and Labels are [B,T]; Labels is nil when no sample has labels.
-	InputIDs, AttentionMask, Labels []int32
+	InputIDs, AttentionMask, Labels []int64
 	// N image slots per sample, each 3×H×W. PixelValues is [B,N,3,H,W] and PixelAttentionMask
 	// [B,N,H,W] (1 on real pixels). N is 0 for a text-only batch, and the slices are empty.
 	N, H, W            int
 	PixelValues        []float32
-	PixelAttentionMask []int32
+	PixelAttentionMask []int64
 	Waste              Waste
 }
 
@@ -92,10 +93,22 @@ func Bucket(n int, buckets []int) int {
 // processor(..., padding=True) output exactly: pad id, attention mask, pixel padding with
 // 0.0 at the bottom and right, all-zero image slots for samples with fewer images.
 func (p *Processor) Collate(samples []*Sample, opt CollateOptions) (*Batch, error) {
+	return p.CollateInto(nil, samples, opt)
+}
+
+// CollateInto is Collate reusing dst's slices when they are large enough, which saves
+// allocating and zeroing tens of megabytes per batch of large images. The returned batch is
+// dst (or a new one when dst is nil); its previous contents are overwritten.
+func (p *Processor) CollateInto(dst *Batch, samples []*Sample, opt CollateOptions) (*Batch, error) {
 	if len(samples) == 0 {
 		return nil, errors.New("collate: no samples")
 	}
-	bt := &Batch{B: len(samples)}
+	bt := dst
+	if bt == nil {
+		bt = &Batch{}
+	}
+	*bt = Batch{B: len(samples), InputIDs: bt.InputIDs[:0], AttentionMask: bt.AttentionMask[:0], Labels: bt.Labels[:0],
+		PixelValues: bt.PixelValues[:0], PixelAttentionMask: bt.PixelAttentionMask[:0]}
 	withLabels := false
 	for _, s := range samples {
 		bt.T = max(bt.T, len(s.InputIDs))
@@ -116,14 +129,24 @@ func (p *Processor) Collate(samples []*Sample, opt CollateOptions) (*Batch, erro
 	return bt, nil
 }
 
+// reuse returns v with length n, reusing its array when it can; the contents are undefined.
+func reuse[T any](v []T, n int) []T {
+	if cap(v) >= n {
+		return v[:n]
+	}
+	return make([]T, n)
+}
+
 func (p *Processor) fillTokens(bt *Batch, samples []*Sample, side PadSide, withLabels bool) {
 	B, T := bt.B, bt.T
-	bt.InputIDs = make([]int32, B*T)
-	bt.AttentionMask = make([]int32, B*T)
+	bt.InputIDs = reuse(bt.InputIDs, B*T)
+	bt.AttentionMask = reuse(bt.AttentionMask, B*T)
 	if withLabels {
-		bt.Labels = make([]int32, B*T)
+		bt.Labels = reuse(bt.Labels, B*T)
+	} else {
+		bt.Labels = nil
 	}
-	pad := p.Tokenizer.Pad
+	pad := int64(p.Tokenizer.Pad)
 	for b, s := range samples {
 		row := bt.InputIDs[b*T : (b+1)*T]
 		mask := bt.AttentionMask[b*T : (b+1)*T]
@@ -132,18 +155,19 @@ func (p *Processor) fillTokens(bt *Batch, samples []*Sample, side PadSide, withL
 			off = T - len(s.InputIDs)
 		}
 		for i := range row {
-			row[i] = pad
+			row[i], mask[i] = pad, 0
 		}
-		copy(row[off:], s.InputIDs)
-		for i := range s.InputIDs {
-			mask[off+i] = 1
+		for i, id := range s.InputIDs {
+			row[off+i], mask[off+i] = int64(id), 1
 		}
 		if withLabels {
 			lab := bt.Labels[b*T : (b+1)*T]
 			for i := range lab {
 				lab[i] = IgnoreIndex
 			}
-			copy(lab[off:], s.Labels) // a sample without labels stays all IgnoreIndex
+			for i, l := range s.Labels { // a sample without labels stays all IgnoreIndex
+				lab[off+i] = int64(l)
+			}
 		}
 		bt.Waste.RealTokens += int64(len(s.InputIDs))
 	}
@@ -152,21 +176,36 @@ func (p *Processor) fillTokens(bt *Batch, samples []*Sample, side PadSide, withL
 
 func (p *Processor) fillPixels(bt *Batch, samples []*Sample) {
 	if bt.N == 0 {
+		bt.PixelValues, bt.PixelAttentionMask = nil, nil
 		return
 	}
 	B, N, H, W := bt.B, bt.N, bt.H, bt.W
-	bt.PixelValues = make([]float32, B*N*3*H*W)
-	bt.PixelAttentionMask = make([]int32, B*N*H*W)
+	bt.PixelValues = reuse(bt.PixelValues, B*N*3*H*W)
+	bt.PixelAttentionMask = reuse(bt.PixelAttentionMask, B*N*H*W)
 	lut := p.lut()
+	ones := make([]int64, W)
+	for i := range ones {
+		ones[i] = 1
+	}
 	for b, s := range samples {
-		for n, im := range s.Images {
+		for n := 0; n < N; n++ {
 			slot := b*N + n
-			lut.writeCHW(bt.PixelValues[slot*3*H*W:(slot+1)*3*H*W], im, H, W)
+			pix := bt.PixelValues[slot*3*H*W : (slot+1)*3*H*W]
 			mask := bt.PixelAttentionMask[slot*H*W : (slot+1)*H*W]
-			for y := 0; y < im.H; y++ {
-				row := mask[y*W : y*W+im.W]
-				for x := range row {
-					row[x] = 1
+			if n >= len(s.Images) {
+				clear(pix)
+				clear(mask)
+				continue
+			}
+			im := s.Images[n]
+			lut.writeCHW(pix, im, H, W)
+			for y := 0; y < H; y++ {
+				row := mask[y*W : (y+1)*W]
+				if y < im.H {
+					copy(row, ones[:im.W])
+					clear(row[im.W:])
+				} else {
+					clear(row)
 				}
 			}
 			bt.Waste.RealPixels += int64(im.H * im.W)

@@ -30,18 +30,35 @@ func NewPixelLUT(c ImageProcessorConfig) *PixelLUT {
 }
 
 // writeCHW writes img into dst, a channels-first tensor of 3×H×W (H, W ≥ the image's),
-// through the table. Padding is left as it is (zero in a fresh batch).
+// through the table, and zeroes the padding at the bottom and right (HF pads with 0.0 after
+// normalizing).
 func (t *PixelLUT) writeCHW(dst []float32, img *Image, H, W int) {
 	plane := H * W
 	r, g, b := dst[:plane], dst[plane:2*plane], dst[2*plane:3*plane]
+	lutRows(t, r, g, b, W, img)
+	for y := 0; y < img.H; y++ {
+		o := y * W
+		if img.W < W {
+			clear(r[o+img.W : o+W])
+			clear(g[o+img.W : o+W])
+			clear(b[o+img.W : o+W])
+		}
+	}
+	clear(r[img.H*W:])
+	clear(g[img.H*W:])
+	clear(b[img.H*W:])
+}
+
+// lutRows writes the image's pixels through the table into three planes of row stride W.
+func lutRows(t *PixelLUT, r, g, b []float32, W int, img *Image) {
 	lr, lg, lb := &t[0], &t[1], &t[2]
 	for y := 0; y < img.H; y++ {
 		src := img.Pix[y*img.W*3 : (y+1)*img.W*3]
 		o := y * W
 		rr, gg, bb := r[o:o+img.W], g[o:o+img.W], b[o:o+img.W]
-		for x := range rr {
-			p := src[x*3 : x*3+3]
-			rr[x], gg[x], bb[x] = lr[p[0]], lg[p[1]], lb[p[2]]
+		gg, bb = gg[:len(rr)], bb[:len(rr)]
+		for x, i := 0, 0; x < len(rr) && i+2 < len(src); x, i = x+1, i+3 {
+			rr[x], gg[x], bb[x] = lr[src[i]], lg[src[i+1]], lb[src[i+2]]
 		}
 	}
 }

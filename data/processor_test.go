@@ -174,7 +174,7 @@ func TestCollateRightPaddingAndBuckets(t *testing.T) {
 		t.Fatalf("shape T=%d N=%d H=%d W=%d", bt.T, bt.N, bt.H, bt.W)
 	}
 	row1 := bt.InputIDs[bt.T : 2*bt.T]
-	if !slices.Equal(row1[:len(b.InputIDs)], b.InputIDs) || row1[len(b.InputIDs)] != p.Tokenizer.Pad || bt.AttentionMask[bt.T+len(b.InputIDs)] != 0 {
+	if !slices.Equal(row1[:len(b.InputIDs)], toI64(b.InputIDs)) || row1[len(b.InputIDs)] != int64(p.Tokenizer.Pad) || bt.AttentionMask[bt.T+len(b.InputIDs)] != 0 {
 		t.Error("right padding wrong")
 	}
 	if bt.Labels[bt.T+len(b.InputIDs)] != IgnoreIndex {
@@ -182,7 +182,7 @@ func TestCollateRightPaddingAndBuckets(t *testing.T) {
 	}
 	// Sample b has no image: its slot is all zeros with an all-zero mask.
 	plane := bt.H * bt.W
-	if slices.ContainsFunc(bt.PixelValues[3*plane:], func(v float32) bool { return v != 0 }) || slices.Contains(bt.PixelAttentionMask[plane:], 1) {
+	if slices.ContainsFunc(bt.PixelValues[3*plane:], func(v float32) bool { return v != 0 }) || slices.Contains(bt.PixelAttentionMask[plane:], int64(1)) {
 		t.Error("missing image slot not zero")
 	}
 	if bt.PixelAttentionMask[399*bt.W+499] != 1 || bt.PixelAttentionMask[400*bt.W] != 0 || bt.PixelAttentionMask[500] != 0 {
@@ -203,5 +203,33 @@ func TestBucket(t *testing.T) {
 		if got := Bucket(n, b); got != want {
 			t.Errorf("Bucket(%d) = %d, want %d", n, got, want)
 		}
+	}
+}
+
+func toI64(v []int32) []int64 {
+	out := make([]int64, len(v))
+	for i, x := range v {
+		out[i] = int64(x)
+	}
+	return out
+}
+
+// CollateInto over a dirty batch with bigger buffers gives exactly what a fresh Collate gives.
+func TestCollateIntoReuse(t *testing.T) {
+	p := testProcessor(t, true, CompatTrained)
+	big, _ := p.EncodeChat(chat()[:2], []*Image{grayImage(900, 700, 250)}, EncodeOptions{Labels: LabelAnswers})
+	small, _ := p.EncodeChat(chat()[:2], []*Image{grayImage(300, 200, 7)}, EncodeOptions{})
+	other, _ := p.EncodeChat([]Message{{Role: "user", Content: []Content{Text("x")}}}, nil, EncodeOptions{})
+	dst, _ := p.Collate([]*Sample{big, big}, CollateOptions{})
+	for i := range dst.PixelValues {
+		dst.PixelValues[i] = 7
+	}
+	got, _ := p.CollateInto(dst, []*Sample{small, other}, CollateOptions{PadSide: PadLeft})
+	want, _ := p.Collate([]*Sample{small, other}, CollateOptions{PadSide: PadLeft})
+	if got.B != want.B || got.T != want.T || got.N != want.N || got.H != want.H || got.W != want.W ||
+		!slices.Equal(got.InputIDs, want.InputIDs) || !slices.Equal(got.AttentionMask, want.AttentionMask) ||
+		got.Labels != nil || !slices.Equal(got.PixelValues, want.PixelValues) || !slices.Equal(got.PixelAttentionMask, want.PixelAttentionMask) ||
+		got.Waste != want.Waste {
+		t.Fatal("reused batch differs from a fresh one")
 	}
 }

@@ -18,11 +18,17 @@ const (
 
 // axisWeights are the fixed-point filter taps for one axis: output i reads n[i] inputs from
 // start[i], with weights k[i*ksize : i*ksize+n[i]].
+//
+// For speed the taps are also laid out on fixed windows of ksize inputs (win, wk): each
+// output's window is shifted to stay inside the image and its extra taps weigh zero, which
+// adds nothing to the integer sums, so every output runs the same unrolled loop.
 type axisWeights struct {
 	ksize int
 	start []int
 	n     []int
 	k     []int32
+	win   []int   // window start per output; nil when the image is narrower than ksize
+	wk    []int32 // ksize weights per output, aligned to win
 }
 
 func triangle(x float64) float64 {
@@ -81,6 +87,15 @@ func bilinearWeights(inSize, outSize int) axisWeights {
 		}
 		w.start[xx], w.n[xx] = xmin, xmax
 	}
+	if inSize >= ksize {
+		w.win = make([]int, outSize)
+		w.wk = make([]int32, outSize*ksize)
+		for xx := range w.start {
+			ws := min(w.start[xx], inSize-ksize)
+			w.win[xx] = ws
+			copy(w.wk[xx*ksize+w.start[xx]-ws:], w.k[xx*ksize:xx*ksize+w.n[xx]])
+		}
+	}
 	return w
 }
 
@@ -95,8 +110,15 @@ func clip8(acc int32) uint8 {
 }
 
 // ResizeBilinear resizes src to w×h exactly as Pillow's Image.resize(..., BILINEAR) does on an
-// RGB image (reducing_gap=None). Same size returns a copy, like Pillow.
+// RGB image (reducing_gap=None). Same size returns a copy, like Pillow. With cgo the passes run
+// in vectorized C (resize_cgo.go); the arithmetic is the same integer arithmetic.
 func ResizeBilinear(src *Image, w, h int) *Image {
+	return resizeBilinear(src, w, h)
+}
+
+// resizeBilinearGo is the pure Go implementation, used without cgo and as the cross-check of
+// the C kernels in the tests.
+func resizeBilinearGo(src *Image, w, h int) *Image {
 	needH := w != src.W
 	needV := h != src.H
 	if !needH && !needV {
@@ -129,22 +151,59 @@ func resampleRows(src *Image, hw axisWeights, y0, y1 int) *Image {
 	for y := y0; y < y1; y++ {
 		row := src.Pix[y*inRow : (y+1)*inRow]
 		dst := out.Pix[(y-y0)*outW*3 : (y-y0+1)*outW*3]
-		for xx := 0; xx < outW; xx++ {
-			n := hw.n[xx]
-			k := hw.k[xx*hw.ksize : xx*hw.ksize+n]
-			px := row[hw.start[xx]*3 : (hw.start[xx]+n)*3]
-			r, g, b := int32(resampleHalf), int32(resampleHalf), int32(resampleHalf)
-			for i, kv := range k {
-				p := px[i*3 : i*3+3]
-				r += int32(p[0]) * kv
-				g += int32(p[1]) * kv
-				b += int32(p[2]) * kv
-			}
-			d := dst[xx*3 : xx*3+3]
-			d[0], d[1], d[2] = clip8(r), clip8(g), clip8(b)
+		switch {
+		case hw.win != nil && hw.ksize == 3:
+			rowsK3(dst, row, hw)
+		case hw.win != nil && hw.ksize == 5:
+			rowsK5(dst, row, hw)
+		default:
+			rowsGeneric(dst, row, hw)
 		}
 	}
 	return out
+}
+
+func rowsGeneric(dst, row []uint8, hw axisWeights) {
+	for xx := range hw.start {
+		n := hw.n[xx]
+		k := hw.k[xx*hw.ksize : xx*hw.ksize+n]
+		px := row[hw.start[xx]*3 : (hw.start[xx]+n)*3]
+		r, g, b := int32(resampleHalf), int32(resampleHalf), int32(resampleHalf)
+		for i, kv := range k {
+			p := px[i*3 : i*3+3]
+			r += int32(p[0]) * kv
+			g += int32(p[1]) * kv
+			b += int32(p[2]) * kv
+		}
+		d := dst[xx*3 : xx*3+3]
+		d[0], d[1], d[2] = clip8(r), clip8(g), clip8(b)
+	}
+}
+
+// rowsK3 is the upscaling (and mild downscaling) case: three taps per output.
+func rowsK3(dst, row []uint8, hw axisWeights) {
+	for xx, ws := range hw.win {
+		p := row[ws*3 : ws*3+9]
+		k := hw.wk[xx*3 : xx*3+3]
+		k0, k1, k2 := k[0], k[1], k[2]
+		d := dst[xx*3 : xx*3+3]
+		d[0] = clip8(resampleHalf + int32(p[0])*k0 + int32(p[3])*k1 + int32(p[6])*k2)
+		d[1] = clip8(resampleHalf + int32(p[1])*k0 + int32(p[4])*k1 + int32(p[7])*k2)
+		d[2] = clip8(resampleHalf + int32(p[2])*k0 + int32(p[5])*k1 + int32(p[8])*k2)
+	}
+}
+
+// rowsK5 covers downscaling by up to 2x, the common case for photos and pages above 980 px.
+func rowsK5(dst, row []uint8, hw axisWeights) {
+	for xx, ws := range hw.win {
+		p := row[ws*3 : ws*3+15]
+		k := hw.wk[xx*5 : xx*5+5]
+		k0, k1, k2, k3, k4 := k[0], k[1], k[2], k[3], k[4]
+		d := dst[xx*3 : xx*3+3]
+		d[0] = clip8(resampleHalf + int32(p[0])*k0 + int32(p[3])*k1 + int32(p[6])*k2 + int32(p[9])*k3 + int32(p[12])*k4)
+		d[1] = clip8(resampleHalf + int32(p[1])*k0 + int32(p[4])*k1 + int32(p[7])*k2 + int32(p[10])*k3 + int32(p[13])*k4)
+		d[2] = clip8(resampleHalf + int32(p[2])*k0 + int32(p[5])*k1 + int32(p[8])*k2 + int32(p[11])*k3 + int32(p[14])*k4)
+	}
 }
 
 // resampleColumns runs the vertical pass. It walks whole rows (accumulating one input row at a
@@ -160,9 +219,21 @@ func resampleColumns(src *Image, vw axisWeights, outH int) *Image {
 		}
 		n := vw.n[yy]
 		k := vw.k[yy*vw.ksize : yy*vw.ksize+n]
-		for j, kv := range k {
-			y := vw.start[yy] + j
-			row := src.Pix[y*rowLen : (y+1)*rowLen]
+		y0 := vw.start[yy]
+		j := 0
+		for ; j+1 < n; j += 2 { // two input rows per sweep: half the accumulator traffic
+			r0 := src.Pix[(y0+j)*rowLen : (y0+j+1)*rowLen]
+			r1 := src.Pix[(y0+j+1)*rowLen : (y0+j+2)*rowLen]
+			k0, k1 := k[j], k[j+1]
+			a := acc[:len(r0)]
+			r1 = r1[:len(r0)]
+			for i, p := range r0 {
+				a[i] += int32(p)*k0 + int32(r1[i])*k1
+			}
+		}
+		if j < n {
+			row := src.Pix[(y0+j)*rowLen : (y0+j+1)*rowLen]
+			kv := k[j]
 			a := acc[:len(row)]
 			for i, p := range row {
 				a[i] += int32(p) * kv
