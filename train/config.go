@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
+	"github.com/idefics2/idefics2/cauldron"
 	"github.com/spf13/viper"
 )
 
@@ -52,11 +53,15 @@ type DataConfig struct {
 
 // SourceConfig is one dataset of a mixture.
 type SourceConfig struct {
-	Name    string   `mapstructure:"name"`
-	Kind    string   `mapstructure:"kind"` // cauldron
-	Path    string   `mapstructure:"path"` // dataset root (hub layout) or a file glob
-	Subsets []string `mapstructure:"subsets"`
-	Weight  float64  `mapstructure:"weight"`
+	Name string `mapstructure:"name"`
+	// Kind: cauldron (hub layout <path>/<subset>/train-*.parquet), custom (parquet or JSONL files
+	// matching path, columns named or guessed), docvqa or textvqa (lmms-lab layouts under path).
+	Kind    string           `mapstructure:"kind"`
+	Path    string           `mapstructure:"path"`
+	Subsets []string         `mapstructure:"subsets"`
+	Split   string           `mapstructure:"split"` // docvqa/textvqa: validation (default), train, test
+	Columns cauldron.Columns `mapstructure:"columns"`
+	Weight  float64          `mapstructure:"weight"`
 }
 
 // LoRAConfig is PEFT's LoraConfig.

@@ -42,8 +42,34 @@ func Sources(list []SourceConfig) ([]cauldron.Source, error) {
 				}
 			}
 			out = append(out, srcs...)
+		case "custom":
+			name := s.Name
+			if name == "" {
+				name = "custom"
+			}
+			src, err := cauldron.CustomSource(name, cauldron.CustomLayout{Label: name, Columns: s.Columns}, s.Path)
+			if err != nil {
+				return nil, err
+			}
+			src.Weight = s.Weight
+			out = append(out, src)
+		case "docvqa", "textvqa":
+			split := s.Split
+			if split == "" {
+				split = "validation"
+			}
+			open := cauldron.DocVQASource
+			if s.Kind == "textvqa" {
+				open = cauldron.TextVQASource
+			}
+			src, err := open(s.Path, split)
+			if err != nil {
+				return nil, err
+			}
+			src.Weight = s.Weight
+			out = append(out, src)
 		default:
-			return nil, fmt.Errorf("data source %q: kind %q is not known (cauldron)", s.Name, s.Kind)
+			return nil, fmt.Errorf("data source %q: kind %q is not known (cauldron, custom, docvqa, textvqa)", s.Name, s.Kind)
 		}
 	}
 	return out, nil

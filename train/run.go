@@ -214,6 +214,7 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 		log.Warn("loss curve not written", "err", err)
 	}
 	res.SkipSummary = pipe.Stats().Summary()
+	pipe.Stats().LogSummary()
 	log.Info("done", "steps", res.Steps, "first_loss", res.FirstLoss, "final_loss", res.FinalLoss, "compiles", res.Compiles, "data", res.SkipSummary)
 	return res, nil
 }
@@ -305,7 +306,7 @@ func totalSteps(cfg Config, srcs []cauldron.Source) (int, error) {
 	if cfg.Train.MaxSteps > 0 {
 		return cfg.Train.MaxSteps, nil
 	}
-	rows, err := countRows(srcs)
+	_, rows, err := cauldron.CountRows(srcs, nil)
 	if err != nil {
 		return 0, err
 	}
