@@ -1,5 +1,3 @@
-//go:build cgo
-
 package data
 
 // JPEG goes through libjpeg (libjpeg-turbo on Debian, the same code Pillow's wheels bundle)
@@ -90,9 +88,6 @@ import (
 	"errors"
 	"unsafe"
 )
-
-// JPEGDecoder names the JPEG decoder this binary uses, for logs and reports.
-const JPEGDecoder = "libjpeg (cgo)"
 
 func decodeJPEG(b []byte) (*Image, error) {
 	if len(b) == 0 {

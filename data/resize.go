@@ -110,14 +110,14 @@ func clip8(acc int32) uint8 {
 }
 
 // ResizeBilinear resizes src to w×h exactly as Pillow's Image.resize(..., BILINEAR) does on an
-// RGB image (reducing_gap=None). Same size returns a copy, like Pillow. With cgo the passes run
-// in vectorized C (resize_cgo.go); the arithmetic is the same integer arithmetic.
+// RGB image (reducing_gap=None). Same size returns a copy, like Pillow. The vertical pass runs in
+// vectorized C (resize_c.go); the arithmetic is the same integer arithmetic.
 func ResizeBilinear(src *Image, w, h int) *Image {
 	return resizeBilinear(src, w, h)
 }
 
-// resizeBilinearGo is the pure Go implementation, used without cgo and as the cross-check of
-// the C kernels in the tests.
+// resizeBilinearGo is the all-Go implementation, kept as the cross-check of the C pass in the
+// tests.
 func resizeBilinearGo(src *Image, w, h int) *Image {
 	needH := w != src.W
 	needV := h != src.H
@@ -145,8 +145,18 @@ func resizeBilinearGo(src *Image, w, h int) *Image {
 
 // resampleRows runs the horizontal pass over source rows [y0,y1).
 func resampleRows(src *Image, hw axisWeights, y0, y1 int) *Image {
+	return resampleRowsInto(nil, src, hw, y0, y1)
+}
+
+// resampleRowsInto writes into buf when it is large enough (every byte is overwritten).
+func resampleRowsInto(buf []byte, src *Image, hw axisWeights, y0, y1 int) *Image {
 	outW := len(hw.start)
-	out := NewImage(outW, y1-y0)
+	out := &Image{W: outW, H: y1 - y0}
+	if n := outW * (y1 - y0) * 3; cap(buf) >= n {
+		out.Pix = buf[:n]
+	} else {
+		out.Pix = make([]byte, n)
+	}
 	inRow := src.W * 3
 	for y := y0; y < y1; y++ {
 		row := src.Pix[y*inRow : (y+1)*inRow]

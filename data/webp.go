@@ -1,5 +1,3 @@
-//go:build cgo
-
 package data
 
 // WebP goes through libwebp's animation decoder, the call Pillow makes for every WebP file

@@ -1,5 +1,3 @@
-//go:build cgo
-
 package data
 
 // The vertical resampling pass in C: each output row is a weighted sum of whole input rows, a
@@ -50,7 +48,12 @@ static void idf_pass(uint8_t *out, const uint8_t *src, size_t rowlen, int outRow
 */
 import "C"
 
-import "unsafe"
+import (
+	"sync"
+	"unsafe"
+)
+
+var midPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // pass runs idf_pass: out has len(w.start) rows of rowLen bytes.
 func pass(out, src []byte, rowLen int, w axisWeights) {
@@ -77,7 +80,15 @@ func resizeBilinear(src *Image, w, h int) *Image {
 	if needH {
 		first := vert.start[0]
 		last := vert.start[h-1] + vert.n[h-1]
-		cur = resampleRows(src, bilinearWeights(src.W, w), first, last)
+		if needV {
+			// The intermediate only feeds the vertical pass: take it from a pool, unzeroed.
+			buf := midPool.Get().(*[]byte)
+			defer midPool.Put(buf)
+			cur = resampleRowsInto(*buf, src, bilinearWeights(src.W, w), first, last)
+			*buf = cur.Pix
+		} else {
+			cur = resampleRows(src, bilinearWeights(src.W, w), first, last)
+		}
 		for i := range vert.start {
 			vert.start[i] -= first
 		}
