@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -79,6 +80,17 @@ func TestTrainParity(t *testing.T) {
 			st, err := train.NewStepper(be, m, adapter, fullNames, opt, groups)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Only what trains has optimizer state and a gradient accumulator: three float32 tensors
+			// per trainable tensor under /optim, none for the frozen weights.
+			state := 0
+			for v := range m.Ctx.IterVariables() {
+				if strings.HasPrefix(v.Scope(), "/optim/") {
+					state++
+				}
+			}
+			if state != 3*len(st.Params) {
+				t.Errorf("%d optimizer-state tensors for %d trainable tensors, want 3 each", state, len(st.Params))
 			}
 			batch := fixtureBatch(t, fx, m.Config)
 			want, err := fixtures.ReadTensors(filepath.Join(fx.Dir, "expected.safetensors"))
