@@ -36,14 +36,6 @@ func ImageTokensPerImage(seqLen int, splitting bool) int {
 // posMap maps every byte offset of an input string (0..len inclusive) to the output.
 type posMap []int
 
-func identityMap(n int) posMap {
-	m := make(posMap, n+1)
-	for i := range m {
-		m[i] = i
-	}
-	return m
-}
-
 // then composes m (input->mid) with next (mid->output).
 func (m posMap) then(next posMap) posMap {
 	out := make(posMap, len(m))

@@ -1,8 +1,11 @@
 package data
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -216,4 +219,39 @@ func answerLabels(ids []int32, offs [][2]int, answers []span, imageID int32) []i
 		}
 	}
 	return labels
+}
+
+// LoadProcessor reads what an HF Idefics2 checkpoint directory holds for its processor: the
+// tokenizer files, preprocessor_config.json (class defaults when absent) and
+// processor_config.json's image_seq_len (64 when absent).
+func LoadProcessor(dir string, compat Compat) (*Processor, error) {
+	tok, err := LoadTokenizer(dir, compat)
+	if err != nil {
+		return nil, err
+	}
+	cfg := DefaultImageProcessorConfig()
+	if _, err := os.Stat(filepath.Join(dir, "preprocessor_config.json")); err == nil {
+		if cfg, err = LoadImageProcessorConfig(filepath.Join(dir, "preprocessor_config.json")); err != nil {
+			tok.Close()
+			return nil, err
+		}
+	}
+	p, err := NewProcessor(tok, cfg)
+	if err != nil {
+		tok.Close()
+		return nil, err
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "processor_config.json")); err == nil {
+		var pc struct {
+			ImageSeqLen *int `json:"image_seq_len"`
+		}
+		if err := json.Unmarshal(b, &pc); err != nil {
+			tok.Close()
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "processor_config.json"), err)
+		}
+		if pc.ImageSeqLen != nil {
+			p.ImageSeqLen = *pc.ImageSeqLen
+		}
+	}
+	return p, nil
 }

@@ -2,6 +2,8 @@ package data
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -231,5 +233,34 @@ func TestCollateIntoReuse(t *testing.T) {
 		got.Labels != nil || !slices.Equal(got.PixelValues, want.PixelValues) || !slices.Equal(got.PixelAttentionMask, want.PixelAttentionMask) ||
 		got.Waste != want.Waste {
 		t.Fatal("reused batch differs from a fresh one")
+	}
+}
+
+func TestLoadProcessor(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(testTokenizerDir(t), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	// The idefics2-8b preprocessor_config.json (spec §3.1) and processor_config.json.
+	os.WriteFile(filepath.Join(dir, "preprocessor_config.json"), []byte(`{"do_convert_rgb": true, "do_image_splitting": true,
+		"do_normalize": true, "do_pad": true, "do_rescale": true, "do_resize": true, "image_mean": [0.5, 0.5, 0.5],
+		"image_processor_type": "Idefics2ImageProcessor", "image_std": [0.5, 0.5, 0.5], "processor_class": "Idefics2Processor",
+		"resample": 2, "rescale_factor": 0.00392156862745098, "size": {"longest_edge": 980, "shortest_edge": 378}}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "processor_config.json"), []byte(`{"image_seq_len": 64, "processor_class": "Idefics2Processor"}`), 0o644)
+	p, err := LoadProcessor(dir, CompatTrained)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Tokenizer.Close()
+	if !p.Images.DoImageSplitting || p.ImageSeqLen != 64 || p.Images.RescaleFactor != 1.0/255 {
+		t.Errorf("%+v seq %d", p.Images, p.ImageSeqLen)
+	}
+	os.WriteFile(filepath.Join(dir, "preprocessor_config.json"), []byte(`{"resample": 3}`), 0o644)
+	if _, err := LoadProcessor(dir, CompatTrained); err == nil || !strings.Contains(err.Error(), "resample=3") {
+		t.Errorf("unsupported resample must be refused: %v", err)
 	}
 }
