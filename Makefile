@@ -137,12 +137,14 @@ bench-go: setup
 	@mkdir -p $(BENCH_OUT)
 	$(GO) build -o $(BUILD)/idefics2-bench ./cmd/idefics2-bench
 
-# What scripts/gpu_bench.sh runs on a GPU machine: the bench binary built here (cgo) and copies
-# of the shared libraries it needs beyond glibc and libstdc++, in build/gpu (carry that folder).
+# What scripts/gpu_bench.sh runs on a GPU machine: the bench binary built here (cgo), stripped
+# and gzipped to fit what a GPU session carries (about 18 MB), and copies of the shared
+# libraries it needs beyond glibc and libstdc++, in build/gpu (carry that folder).
 gpu-bench-build: setup
-	@mkdir -p $(BUILD)/gpu/lib
-	$(GO) build -o $(BUILD)/gpu/idefics2-bench ./cmd/idefics2-bench
+	@rm -rf $(BUILD)/gpu && mkdir -p $(BUILD)/gpu/lib
+	$(GO) build -ldflags='-s -w' -o $(BUILD)/gpu/idefics2-bench ./cmd/idefics2-bench
 	ldd $(BUILD)/gpu/idefics2-bench | awk '/=> \// {print $$3}' \
 		| grep -vE '/(libc|libm|libdl|libpthread|librt|libresolv|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so' \
 		| xargs -r -I{} cp -L {} $(BUILD)/gpu/lib/
+	gzip -6 $(BUILD)/gpu/idefics2-bench
 	@ls -la $(BUILD)/gpu $(BUILD)/gpu/lib

@@ -5,7 +5,7 @@
 # (default build/gpu-out).
 #
 # Prepare on the build machine (cgo, the same repository):
-#     make gpu-bench-build        # -> build/gpu/idefics2-bench (+ build/gpu/lib/ for its shared libs)
+#     make gpu-bench-build        # -> build/gpu/idefics2-bench.gz (+ build/gpu/lib/ for its shared libs)
 # Run on the GPU machine, from the repository root, with build/gpu carried along:
 #     bash scripts/gpu_bench.sh
 #
@@ -53,15 +53,20 @@ fi
 say "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
 
 # --- our binary ---------------------------------------------------------------------------------
+if [[ ! -x "$BIN" && -f "$BIN.gz" ]]; then
+  gunzip -c "$BIN.gz" > /tmp/idefics2-bench && chmod +x /tmp/idefics2-bench
+  BIN=/tmp/idefics2-bench
+fi
 if [[ ! -x "$BIN" ]]; then
-  say "ERROR: $BIN is missing: run 'make gpu-bench-build' on the build machine and carry build/gpu"
+  say "ERROR: $BIN(.gz) is missing: run 'make gpu-bench-build' on the build machine and carry build/gpu"
   exit 2
 fi
 if [[ -d "$ROOT/build/gpu/lib" ]]; then
   export LD_LIBRARY_PATH="$ROOT/build/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-if ldd "$BIN" | grep -q 'not found'; then
-  say "ERROR: $BIN lacks shared libraries here:"; ldd "$BIN" | grep 'not found'
+missing_libs="$(ldd "$BIN" 2>&1 | grep 'not found' || true)"
+if [[ -n "$missing_libs" ]]; then
+  say "ERROR: $BIN lacks shared libraries here:"; echo "$missing_libs"
   exit 2
 fi
 
