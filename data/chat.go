@@ -63,8 +63,6 @@ type span struct{ Start, End int }
 type renderedChat struct {
 	Text    string
 	Answers []span
-	// TurnEnds[i] is where message i ends (after its trailing newline), for dropping turns.
-	TurnEnds []int
 }
 
 // RenderChat renders messages with Idefics2's chat template (spec §4.2), byte for byte:
@@ -106,7 +104,6 @@ func renderChat(msgs []Message, addGenerationPrompt bool) (renderedChat, error) 
 			r.Answers = append(r.Answers, span{start, b.Len()})
 		}
 		b.WriteString("\n")
-		r.TurnEnds = append(r.TurnEnds, b.Len())
 	}
 	if addGenerationPrompt {
 		b.WriteString("Assistant:")

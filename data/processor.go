@@ -12,7 +12,8 @@ import (
 )
 
 // Processor turns chats and images into model inputs: HF's Idefics2Processor plus the
-// labelling and length policy a trainer needs.
+// labelling and length policy a trainer needs. It is safe for concurrent use; set its fields
+// before the first call and leave them alone afterwards (the pixel table is built once).
 type Processor struct {
 	Tokenizer *Tokenizer
 	Images    ImageProcessorConfig

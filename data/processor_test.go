@@ -264,3 +264,29 @@ func TestLoadProcessor(t *testing.T) {
 		t.Errorf("unsupported resample must be refused: %v", err)
 	}
 }
+
+// Data loaders encode from several goroutines with one processor.
+func TestConcurrentEncode(t *testing.T) {
+	p := testProcessor(t, true, CompatTrained)
+	want, _ := p.EncodeChat(chat(), []*Image{grayImage(500, 300, 90)}, EncodeOptions{Labels: LabelAnswers})
+	wantB, _ := p.Collate([]*Sample{want}, CollateOptions{})
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func() {
+			s, err := p.EncodeChat(chat(), []*Image{grayImage(500, 300, 90)}, EncodeOptions{Labels: LabelAnswers})
+			if err == nil {
+				var b *Batch
+				if b, err = p.Collate([]*Sample{s}, CollateOptions{}); err == nil &&
+					(!slices.Equal(b.InputIDs, wantB.InputIDs) || !slices.Equal(b.PixelValues, wantB.PixelValues)) {
+					err = errors.New("concurrent result differs")
+				}
+			}
+			errs <- err
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
