@@ -32,8 +32,9 @@ type Tokenizer struct {
 	FakeImage, Image, EndOfUtterance int32
 }
 
-// tokenizerConfig is the part of tokenizer_config.json that changes ids.
-type tokenizerConfig struct {
+// TokenizerConfig is the part of tokenizer_config.json that changes ids (HF writes the
+// special tokens either as strings or as {"content": ...} objects).
+type TokenizerConfig struct {
 	AddBOS *bool `json:"add_bos_token"`
 	AddEOS *bool `json:"add_eos_token"`
 	Legacy *bool `json:"legacy"`
@@ -63,7 +64,7 @@ func LoadTokenizer(dir string, compat Compat) (*Tokenizer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	var cfg tokenizerConfig
+	var cfg TokenizerConfig
 	if b, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json")); err == nil {
 		if err := json.Unmarshal(b, &cfg); err != nil {
 			return nil, fmt.Errorf("tokenizer: %s: %w", filepath.Join(dir, "tokenizer_config.json"), err)
@@ -79,7 +80,7 @@ func LoadTokenizer(dir string, compat Compat) (*Tokenizer, error) {
 }
 
 // NewTokenizer builds a tokenizer from tokenizer.json bytes and an already parsed config.
-func NewTokenizer(tokenizerJSON []byte, cfg tokenizerConfig, compat Compat) (*Tokenizer, error) {
+func NewTokenizer(tokenizerJSON []byte, cfg TokenizerConfig, compat Compat) (*Tokenizer, error) {
 	if compat == CompatTransformers5 {
 		legacy := cfg.Legacy != nil && *cfg.Legacy
 		var err error
