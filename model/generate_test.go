@@ -136,3 +136,104 @@ func readGenerateJSON(dir string) (model.GenerationConfig, error) {
 	}
 	return model.ParseGenerationConfig(data, model.DefaultGenerationConfig())
 }
+
+// TestGenerateBuckets checks that prompts of different lengths within one prompt bucket and
+// generation lengths within one cache bucket reuse the compiled graphs, that padding the image
+// canvas (PixelBucket) changes nothing, and that sampling is reproducible from its seed and
+// equals greedy decoding with top_k = 1.
+func TestGenerateBuckets(t *testing.T) {
+	fxs, err := fixtures.Find("generate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fx *fixtures.Fixture
+	for i := range fxs {
+		if fxs[i].Name == "generate-batch-left-padded" {
+			fx = &fxs[i]
+		}
+	}
+	if fx == nil {
+		t.Fatal("fixture generate-batch-left-padded not found")
+	}
+	be, err := backend.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(fx.Dir, dtypes.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc, err := readGenerateJSON(fx.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := fixtures.ReadTensors(fx.Dir + "/inputs.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := inputsFromFixture(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, err := model.NewGenerator(m, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc.MaxNewTokens = 6
+	ref, err := gen.Generate(in, gc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rows alone have other lengths (all within the first 32-token bucket); max_new 5 and 6
+	// share the 64-slot cache bucket.
+	for r := 0; r < in.B; r++ {
+		c := gc
+		c.MaxNewTokens = 5 + r%2
+		if _, err := gen.Generate(singleRow(in, r), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := gen.Stats()
+	// Prefill: (B=3, 4 images), (B=1, 1 image), (B=1, 2 images); decode step: B=3 and B=1.
+	if st.PrefillCompiles != 3 || st.StepCompiles != 2 {
+		t.Errorf("compiled %d prefill and %d decode-step graphs, want 3 and 2", st.PrefillCompiles, st.StepCompiles)
+	}
+
+	gen.PixelBucket = 3 // 12-pixel multiples: the 16×16 canvas becomes 24×24
+	padded, err := gen.Generate(in, gc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(padded.NewTokens) != fmt.Sprint(ref.NewTokens) {
+		t.Errorf("padded image canvas: %v, want %v", padded.NewTokens, ref.NewTokens)
+	}
+	gen.PixelBucket = 0
+
+	s := gc
+	s.DoSample, s.Temperature, s.TopK, s.TopP, s.Seed = true, 0.9, 1, 1, 7
+	one, err := gen.Generate(in, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(one.NewTokens) != fmt.Sprint(ref.NewTokens) {
+		t.Errorf("sampling with top_k=1: %v, greedy %v", one.NewTokens, ref.NewTokens)
+	}
+	s.TopK, s.Temperature = 0, 1.5
+	a, err := gen.Generate(in, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := gen.Generate(in, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(a.NewTokens) != fmt.Sprint(b.NewTokens) {
+		t.Errorf("same seed, different samples: %v vs %v", a.NewTokens, b.NewTokens)
+	}
+	s.Seed = 8
+	c, err := gen.Generate(in, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("greedy %v; seed 7 %v; seed 8 %v", ref.NewTokens, a.NewTokens, c.NewTokens)
+}
