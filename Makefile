@@ -148,3 +148,19 @@ gpu-bench-build: setup
 		| xargs -r -I{} cp -L {} $(BUILD)/gpu/lib/
 	gzip -6 $(BUILD)/gpu/idefics2-bench
 	@ls -la $(BUILD)/gpu $(BUILD)/gpu/lib
+
+# ---- PEFT / transformers round trip -----------------------------------------------------------
+
+.PHONY: peft-check
+
+# Adapters written by idefics2-adapter load in PEFT and merged checkpoints in transformers, with
+# the same logits as the Go side within 1e-4: trains the tiny model a few steps, exports the
+# checkpoint, merges it (f32 sharded, bf16), and compares PeftModel.from_pretrained and
+# Idefics2ForConditionalGeneration.from_pretrained against the Go logits; also converts a
+# key-variant PEFT adapter back with `idefics2-adapter import --out` and loads it in PEFT.
+# Needs the Python stack (make venv), so it is not part of `make test`.
+peft-check: setup venv
+	@mkdir -p $(BUILD)
+	$(GO) build -o $(BUILD)/idefics2-adapter ./cmd/idefics2-adapter
+	$(GO) build -o $(BUILD)/idefics2-train ./cmd/idefics2-train
+	$(PY) scripts/check_peft_roundtrip.py --adapter-bin $(BUILD)/idefics2-adapter --train-bin $(BUILD)/idefics2-train --work build/peft-check

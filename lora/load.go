@@ -15,11 +15,18 @@ const PeftPrefix = "base_model.model."
 // adapterInfix matches an adapter-name infix in a key, e.g. ".lora_A.default.weight".
 var adapterInfix = regexp.MustCompile(`\.(lora_A|lora_B|lora_magnitude_vector)\.[A-Za-z0-9_\-]+(\.weight)?$`)
 
+// baseLayer matches the frozen weight of a wrapped module, which PEFT also saves when the
+// targets include an embedding-like layer (lm_head): "lm_head.base_layer.weight".
+var baseLayer = regexp.MustCompile(`\.base_layer\.(weight|bias)$`)
+
 // CanonicalKey brings the key variants found in the wild to our naming (PEFT's saved key without
-// its prefix): with or without "base_model.model.", with or without an adapter-name infix.
+// its prefix): with or without "base_model.model.", with or without an adapter-name infix. A
+// wrapped module's saved base weight ("<module>.base_layer.weight") maps to the model tensor
+// it replaces ("<module>.weight").
 func CanonicalKey(key string) string {
 	key = strings.TrimPrefix(key, PeftPrefix)
 	key = strings.Replace(key, ".modules_to_save.default.", ".", 1)
+	key = baseLayer.ReplaceAllString(key, ".$1")
 	if m := adapterInfix.FindStringSubmatchIndex(key); m != nil {
 		kind := key[m[2]:m[3]]
 		if kind == "lora_magnitude_vector" {

@@ -1,0 +1,476 @@
+// Command idefics2-adapter moves adapters between idefics2-train, PEFT and plain Hugging Face
+// checkpoints.
+//
+//	idefics2-adapter export --checkpoint runs/sft [--config configs/sft.yaml] [--set k=v] --out adapter/
+//	idefics2-adapter import --base idefics2-8b --adapter some-peft-adapter [--out canonical/]
+//	idefics2-adapter merge  --base idefics2-8b --adapter adapter/ --out merged/ [--dtype bfloat16] [--max-shard-size 5GB]
+//	idefics2-adapter logits --model DIR [--adapter DIR] --inputs inputs.safetensors --out logits.safetensors
+//
+// export turns a training checkpoint (trainer_state.safetensors of idefics2-train) into a PEFT
+// adapter directory that PeftModel.from_pretrained loads; import checks a PEFT adapter against a
+// base model, says what it targets and, with --out, rewrites its keys in PEFT's own format;
+// merge folds an adapter into the base weights and writes a full Hugging Face checkpoint
+// (sharded safetensors + index, config.json, generation_config.json) that
+// Idefics2ForConditionalGeneration.from_pretrained loads; logits runs one forward pass on a
+// batch stored as safetensors (input_ids, attention_mask, pixel_values, pixel_attention_mask)
+// and writes the logits, for side-by-side checks against Python.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/idefics2/idefics2/internal/backend"
+	"github.com/idefics2/idefics2/internal/fixtures"
+	"github.com/idefics2/idefics2/lora"
+	"github.com/idefics2/idefics2/model"
+	"github.com/idefics2/idefics2/train"
+	"github.com/nlpodyssey/safetensors"
+)
+
+const usage = `usage: idefics2-adapter <command> [flags]
+
+commands:
+  export  training checkpoint (idefics2-train) → PEFT adapter directory
+  import  check a PEFT adapter against a base model, print what it targets, optionally rewrite its keys in PEFT's format
+  merge   base model + adapter → full Hugging Face checkpoint (sharded safetensors, index, config.json, generation_config.json)
+  logits  forward pass on a stored batch → logits.safetensors (for comparisons with Python)
+
+run "idefics2-adapter <command> -h" for the flags of a command`
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	var err error
+	switch cmd {
+	case "export":
+		err = runExport(args)
+	case "import":
+		err = runImport(args)
+	case "merge":
+		err = runMerge(args)
+	case "logits":
+		err = runLogits(args)
+	default:
+		fmt.Fprintf(os.Stderr, "idefics2-adapter: unknown command %q\n%s\n", cmd, usage)
+		os.Exit(2)
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(os.Stderr, "idefics2-adapter %s: %v\n", cmd, err)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "idefics2-adapter %s: %v\n", cmd, err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (u usageError) Error() string { return u.msg }
+
+func newFlags(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: idefics2-adapter %s %s\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseDType(s string, allowKeep bool) (dtypes.DType, error) {
+	switch strings.ToLower(s) {
+	case "float32", "f32", "fp32":
+		return dtypes.Float32, nil
+	case "bfloat16", "bf16":
+		return dtypes.BFloat16, nil
+	case "", "keep":
+		if allowKeep {
+			return dtypes.InvalidDType, nil
+		}
+	}
+	return 0, usageError{fmt.Sprintf("--dtype %q: use float32 or bfloat16", s)}
+}
+
+// parseSize reads a shard size as transformers does: "5GB" = 5·10⁹ bytes, "2GiB" = 2·2³⁰,
+// also KB/MB/KiB/MiB and plain byte counts.
+func parseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := 1.0
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v <= 0 {
+		return 0, usageError{fmt.Sprintf("--max-shard-size %q: use a size such as 5GB, 500MB or 2GiB", s)}
+	}
+	return int64(v * mult), nil
+}
+
+// ---- export -------------------------------------------------------------------------------
+
+func runExport(args []string) error {
+	fs := newFlags("export", "--checkpoint DIR (--config train.yaml [--set k=v] | --adapter-config FILE --base DIR) --out DIR")
+	ckDir := fs.String("checkpoint", "", "a checkpoint-<step> directory of idefics2-train, or its output directory (the newest checkpoint is taken)")
+	trainCfg := fs.String("config", "", "the YAML config the run was trained with (gives the LoRA settings, modules_to_save and the base model)")
+	var sets multiFlag
+	fs.Var(&sets, "set", "override a key of --config, key=value (repeatable), as given to idefics2-train")
+	adapterCfg := fs.String("adapter-config", "", "an adapter_config.json with the run's LoRA settings, instead of --config")
+	base := fs.String("base", "", "base model directory (default: model.path of --config)")
+	out := fs.String("out", "", "output adapter directory (required)")
+	dt := fs.String("dtype", "float32", "dtype of the written tensors: float32 or bfloat16")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *ckDir == "" || *out == "" || (*trainCfg == "") == (*adapterCfg == "") {
+		fs.Usage()
+		return usageError{"--checkpoint, --out and one of --config / --adapter-config are required"}
+	}
+	dtype, err := parseDType(*dt, false)
+	if err != nil {
+		return err
+	}
+	var cfg lora.Config
+	if *trainCfg != "" {
+		tc, err := train.LoadConfig(*trainCfg, sets)
+		if err != nil {
+			return err
+		}
+		if tc.LoRA.R <= 0 {
+			return fmt.Errorf("%s: lora.r is %d: the run trained no LoRA adapter, so there is no PEFT adapter to export", *trainCfg, tc.LoRA.R)
+		}
+		cfg = loraConfig(tc)
+		if *base == "" {
+			*base = tc.Model.Path
+		}
+	} else {
+		if cfg, err = lora.ReadConfig(*adapterCfg); err != nil {
+			return err
+		}
+		if *base == "" {
+			return usageError{"--adapter-config needs --base (the model directory the run trained on)"}
+		}
+	}
+	bc, err := model.LoadConfig(filepath.Join(*base, "config.json"))
+	if err != nil {
+		return fmt.Errorf("base model: %w (pass --base, the model directory the run trained on)", err)
+	}
+	layout, err := lora.NewLayout(bc, cfg)
+	if err != nil {
+		return err
+	}
+	path, err := checkpointFile(*ckDir)
+	if err != nil {
+		return err
+	}
+	ck, err := model.OpenSafetensors(path)
+	if err != nil {
+		return err
+	}
+	defer ck.Close()
+	const prefix = "param/"
+	var names []string
+	for _, n := range ck.Names() {
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, strings.TrimPrefix(n, prefix))
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("%s holds no param/ tensors: it is not a checkpoint of idefics2-train", path)
+	}
+	get := func(n string) (safetensors.TensorView, bool) {
+		v, _, ok := ck.Tensor(prefix + n)
+		return v, ok
+	}
+	if err := lora.WriteAdapterDir(*out, layout, names, get, dtype); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	fmt.Printf("exported %s → %s: %d adapted modules, %d modules_to_save tensors, %s\n",
+		path, *out, len(layout.Modules), len(layout.Saved), dtype)
+	return nil
+}
+
+// loraConfig is the adapter configuration idefics2-train builds from its YAML config.
+func loraConfig(tc train.Config) lora.Config {
+	c := lora.Config{R: tc.LoRA.R, LoraAlpha: tc.LoRA.Alpha, LoraDropout: tc.LoRA.Dropout,
+		TargetModules: lora.TargetModules{Regex: tc.LoRA.TargetModules, Names: tc.LoRA.TargetNames},
+		UseDoRA:       tc.LoRA.UseDoRA, UseRSLoRA: tc.LoRA.UseRSLoRA, InitLoraWeights: lora.InitKind(tc.LoRA.Init),
+		ModulesToSave: tc.Train.ModulesToSave, Bias: "none", PeftType: "LORA", BaseModel: tc.Model.Path}
+	if len(c.TargetModules.Names) > 0 {
+		c.TargetModules.Regex = ""
+	}
+	return c
+}
+
+// checkpointFile finds trainer_state.safetensors in a checkpoint directory, or in the newest
+// checkpoint of a run's output directory.
+func checkpointFile(dir string) (string, error) {
+	const name = "trainer_state.safetensors"
+	if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+		return filepath.Join(dir, name), nil
+	}
+	if latest := train.LatestCheckpoint(dir); latest != "" {
+		return filepath.Join(latest, name), nil
+	}
+	return "", fmt.Errorf("%s has no %s and no checkpoint-<step> directory: pass a checkpoint of idefics2-train or its train.output_dir", dir, name)
+}
+
+// ---- import -------------------------------------------------------------------------------
+
+func runImport(args []string) error {
+	fs := newFlags("import", "--base DIR --adapter DIR [--out DIR] [--dtype keep|float32|bfloat16]")
+	base := fs.String("base", "", "base model directory (config.json) the adapter is for (required)")
+	adapter := fs.String("adapter", "", "PEFT adapter directory (required)")
+	out := fs.String("out", "", "write the adapter here with PEFT's exact key format (base_model.model. prefix, no adapter-name infix)")
+	dt := fs.String("dtype", "keep", "dtype of the tensors written with --out: keep, float32 or bfloat16")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *base == "" || *adapter == "" {
+		fs.Usage()
+		return usageError{"--base and --adapter are required"}
+	}
+	dtype, err := parseDType(*dt, true)
+	if err != nil {
+		return err
+	}
+	bc, err := model.LoadConfig(filepath.Join(*base, "config.json"))
+	if err != nil {
+		return fmt.Errorf("base model: %w", err)
+	}
+	ad, err := lora.OpenAdapterDir(*adapter, bc)
+	if err != nil {
+		return err
+	}
+	defer ad.Close()
+	fmt.Print(describe(ad))
+	if *out != "" {
+		if err := ad.WriteCanonical(*out, dtype); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s in PEFT's format\n", *out)
+	}
+	return nil
+}
+
+// describe summarises an adapter: kind, settings, what it adapts and saves, key format, size.
+func describe(ad *lora.AdapterDir) string {
+	l := ad.Layout
+	c := l.Config
+	var b strings.Builder
+	kind := "LoRA"
+	if c.UseDoRA {
+		kind = "DoRA"
+	}
+	scaling := "alpha/r"
+	if c.UseRSLoRA {
+		scaling = "alpha/√r (rsLoRA)"
+	}
+	fmt.Fprintf(&b, "adapter        %s\n", ad.Dir)
+	fmt.Fprintf(&b, "type           %s, r %d, alpha %g, scaling %s = %.4g, dropout %g\n", kind, c.R, c.LoraAlpha, scaling, scalingOf(c), c.LoraDropout)
+	if len(c.RankPattern) > 0 || len(c.AlphaPattern) > 0 {
+		fmt.Fprintf(&b, "patterns       rank %v, alpha %v\n", c.RankPattern, c.AlphaPattern)
+	}
+	per := map[string]int{}
+	kinds := map[string]bool{}
+	for _, m := range l.Modules {
+		per[model.Param{Name: m + ".weight"}.Component()]++
+		kinds[m[strings.LastIndexByte(m, '.')+1:]] = true
+	}
+	comps := make([]string, 0, len(per))
+	for k, n := range per {
+		comps = append(comps, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(comps)
+	names := make([]string, 0, len(kinds))
+	for k := range kinds {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(&b, "adapted        %d Linear modules (%s): %s\n", len(l.Modules), strings.Join(comps, ", "), strings.Join(names, ", "))
+	if len(l.SavedModules) > 0 {
+		n, params := 0, int64(0)
+		for _, k := range ad.Keys() {
+			if shape, ok := l.Saved[k]; ok {
+				n++
+				params += int64(model.Param{Shape: shape}.Size())
+			}
+		}
+		fmt.Fprintf(&b, "saved modules  %s (modules_to_save): %d of %d tensors in the file, %d parameters\n", strings.Join(l.SavedModules, ", "), n, len(l.Saved), params)
+	}
+	if copies := ad.BaseCopies(); len(copies) > 0 {
+		fmt.Fprintf(&b, "base weights   %s (saved by PEFT with the adapter; they replace the base model's)\n", strings.Join(copies, ", "))
+	}
+	fmt.Fprintf(&b, "keys           %s\n", ad.Variant)
+	fmt.Fprintf(&b, "tensors        %d (%s)\n", len(ad.Keys()), strings.Join(ad.DTypes(), ", "))
+	fmt.Fprintf(&b, "base_model     %q (as recorded in adapter_config.json)\n", c.BaseModel)
+	return b.String()
+}
+
+func scalingOf(c lora.Config) float64 {
+	if c.UseRSLoRA {
+		return c.LoraAlpha / math.Sqrt(float64(c.R))
+	}
+	return c.LoraAlpha / float64(c.R)
+}
+
+// ---- merge --------------------------------------------------------------------------------
+
+func runMerge(args []string) error {
+	fs := newFlags("merge", "--base DIR --adapter DIR --out DIR [--dtype bfloat16|float32] [--max-shard-size 5GB]")
+	base := fs.String("base", "", "base model directory (config.json + safetensors) (required)")
+	adapter := fs.String("adapter", "", "PEFT adapter directory (required)")
+	out := fs.String("out", "", "output directory for the merged model; must not exist or be empty (required)")
+	dt := fs.String("dtype", "bfloat16", "dtype of the written weights: bfloat16 or float32")
+	shard := fs.String("max-shard-size", "5GB", "largest shard, as transformers' max_shard_size (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰)")
+	quiet := fs.Bool("quiet", false, "do not report each shard")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *base == "" || *adapter == "" || *out == "" {
+		fs.Usage()
+		return usageError{"--base, --adapter and --out are required"}
+	}
+	dtype, err := parseDType(*dt, false)
+	if err != nil {
+		return err
+	}
+	size, err := parseSize(*shard)
+	if err != nil {
+		return err
+	}
+	opt := lora.MergeOptions{DType: dtype, MaxShardSize: size}
+	if !*quiet {
+		opt.Log = func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
+	}
+	start := time.Now()
+	res, err := lora.Merge(*base, *adapter, *out, opt)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("merged %s + %s → %s: %d weights merged, %d replaced by modules_to_save, %d files, %.1f MB of %s, %.1fs, peak RSS %.0f MB\n",
+		*base, *adapter, res.Dir, res.Merged, res.Replaced, len(res.Files), float64(res.TotalSize)/1e6, dtype,
+		time.Since(start).Seconds(), peakRSS())
+	return nil
+}
+
+// peakRSS is the process's peak resident set size in MB: VmHWM of /proc/self/status (getrusage's
+// maxrss would include the peak of a parent that forked this process).
+func peakRSS() float64 {
+	if data, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
+				if err == nil {
+					return kb / 1024
+				}
+			}
+		}
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Maxrss) / 1024 // kilobytes on Linux
+}
+
+// ---- logits -------------------------------------------------------------------------------
+
+func runLogits(args []string) error {
+	fs := newFlags("logits", "--model DIR [--adapter DIR] --inputs FILE --out FILE")
+	dir := fs.String("model", "", "model directory (required)")
+	adapter := fs.String("adapter", "", "PEFT adapter directory to apply")
+	inputs := fs.String("inputs", "", "safetensors with input_ids, attention_mask [, pixel_values, pixel_attention_mask] (required)")
+	out := fs.String("out", "", "where to write the logits (safetensors, key \"logits\", F32 [B,T,V]) (required)")
+	dt := fs.String("dtype", "float32", "compute dtype: float32 or bfloat16")
+	be := fs.String("backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else XLA if a plugin loads, else pure Go)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if *dir == "" || *inputs == "" || *out == "" {
+		fs.Usage()
+		return usageError{"--model, --inputs and --out are required"}
+	}
+	dtype, err := parseDType(*dt, false)
+	if err != nil {
+		return err
+	}
+	m, err := model.Load(*dir, dtype)
+	if err != nil {
+		return err
+	}
+	if *adapter != "" {
+		ad, err := lora.OpenAdapterDir(*adapter, m.Config) // one-line diagnostics before attaching
+		if err != nil {
+			return err
+		}
+		ad.Close()
+		cfg, err := lora.ReadConfig(filepath.Join(*adapter, lora.ConfigFile))
+		if err != nil {
+			return err
+		}
+		a, err := lora.Attach(m, cfg, 0)
+		if err != nil {
+			return err
+		}
+		if err := lora.LoadAdapterWeights(a, filepath.Join(*adapter, lora.WeightsFile)); err != nil {
+			return err
+		}
+	}
+	raw, err := fixtures.ReadTensors(*inputs)
+	if err != nil {
+		return err
+	}
+	in, err := fixtures.ModelInputs(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *inputs, err)
+	}
+	in.Labels = nil
+	batch, err := model.NewBatch(m.Config, in)
+	if err != nil {
+		return err
+	}
+	backendHandle, err := backend.New(*be)
+	if err != nil {
+		return err
+	}
+	res, err := m.Run(backendHandle, batch)
+	if err != nil {
+		return err
+	}
+	view, err := model.TensorToView(res.Logits, dtypes.Float32)
+	if err != nil {
+		return err
+	}
+	if err := model.WriteSafetensors(*out, map[string]safetensors.TensorView{"logits": view}, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s: logits %v\n", *out, res.Logits.Shape().Dimensions)
+	return nil
+}
