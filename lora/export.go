@@ -50,17 +50,22 @@ func Export(a *Adapter, dir string, fullTrained []string, dtype dtypes.DType) er
 	if err := model.WriteSafetensors(filepath.Join(dir, "adapter_model.safetensors"), views, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
-	cfg := a.Config
-	if a.narrowed {
-		// The target regex also matches modules inside modules_to_save, which carry no adapter
-		// here; list the adapted modules by full name so PEFT wraps exactly those.
-		cfg.TargetModules = TargetModules{Names: a.Modules}
-	}
-	js, err := cfg.PeftJSON()
+	js, err := a.PeftConfigJSON()
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "adapter_config.json"), js, 0o644)
+}
+
+// PeftConfigJSON is the adapter's adapter_config.json. When the target regex also matches
+// modules inside modules_to_save (which carry no adapter here), the adapted modules are listed
+// by full name instead, so PEFT wraps exactly those.
+func (a *Adapter) PeftConfigJSON() ([]byte, error) {
+	cfg := a.Config
+	if a.narrowed {
+		cfg.TargetModules = TargetModules{Names: a.Modules}
+	}
+	return cfg.PeftJSON()
 }
 
 // PeftJSON renders the config as PEFT's adapter_config.json (the keys PEFT 0.1x writes; readers

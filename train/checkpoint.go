@@ -66,6 +66,16 @@ func (s *Stepper) SaveCheckpoint(dir string, st State, keep int) (string, error)
 	if err := model.WriteSafetensors(filepath.Join(tmp, tensorsFile), views, map[string]string{"format": "idefics2-train"}); err != nil {
 		return "", err
 	}
+	if s.Adapter != nil {
+		// The adapter's own config travels with its tensors, so a checkpoint exports on its own.
+		js, err := s.Adapter.PeftConfigJSON()
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, "adapter_config.json"), js, 0o644); err != nil {
+			return "", err
+		}
+	}
 	st.RNG = s.rngState()
 	js, err := json.MarshalIndent(st, "", " ")
 	if err != nil {

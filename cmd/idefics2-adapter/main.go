@@ -148,9 +148,22 @@ func runExport(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
+	if *ckDir != "" && *trainCfg == "" && *adapterCfg == "" {
+		// idefics2-train writes the adapter's config into every checkpoint.
+		if path, err := checkpointFile(*ckDir); err == nil {
+			if own := filepath.Join(filepath.Dir(path), "adapter_config.json"); fileExists(own) {
+				*adapterCfg = own
+				if *base == "" {
+					if c, err := lora.ReadConfig(own); err == nil {
+						*base = c.BaseModel
+					}
+				}
+			}
+		}
+	}
 	if *ckDir == "" || *out == "" || (*trainCfg == "") == (*adapterCfg == "") {
 		fs.Usage()
-		return usageError{"--checkpoint, --out and one of --config / --adapter-config are required"}
+		return usageError{"--checkpoint, --out and one of --config / --adapter-config are required (checkpoints written by idefics2-train carry their adapter_config.json)"}
 	}
 	dtype, err := parseDType(*dt, false)
 	if err != nil {
@@ -473,4 +486,9 @@ func runLogits(args []string) error {
 	}
 	fmt.Printf("wrote %s: logits %v\n", *out, res.Logits.Shape().Dimensions)
 	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
