@@ -6,6 +6,7 @@ import (
 	"image/jpeg"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -57,7 +58,7 @@ func TestDecodeMatchesPillow(t *testing.T) {
 			}
 			exact := e.Exact == nil || *e.Exact
 			if w, ok := want[e.File+":"+path.name]; ok {
-				if !shapeEq([]int{img.H, img.W, 3}, w.Shape) {
+				if !slices.Equal([]int{img.H, img.W, 3}, w.Shape) {
 					t.Errorf("%s (%s, %s path): got %dx%d, want shape %v", e.File, e.PillowMode, path.name, img.W, img.H, w.Shape)
 					continue
 				}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -177,7 +178,7 @@ func runProcessorFixture(t *testing.T, dir string, meta fixtureMeta, toks map[st
 			continue
 		}
 		if w, ok := want[name]; ok {
-			if !shapeEq(g.shape, w.Shape) {
+			if !slices.Equal(g.shape, w.Shape) {
 				t.Errorf("%s: shape %v, want %v", name, g.shape, w.Shape)
 				continue
 			}
@@ -186,7 +187,7 @@ func runProcessorFixture(t *testing.T, dir string, meta fixtureMeta, toks map[st
 			}
 			continue
 		}
-		if s := meta.Shapes[name]; s != nil && !shapeEq(g.shape, s) {
+		if s := meta.Shapes[name]; s != nil && !slices.Equal(g.shape, s) {
 			t.Errorf("%s: shape %v, want %v", name, g.shape, s)
 			continue
 		}

@@ -141,7 +141,7 @@ func rowNorms(w *context.Variable) *tensors.Tensor {
 		case []float32:
 			accumulate(func(i int) float64 { return float64(f[i]) })
 		default:
-			accumulate(func(i int) float64 { return toFloat64(f, i) })
+			accumulate(func(i int) float64 { return model.FloatAt(f, i) })
 		}
 	})
 	return tensors.FromFlatDataAndDimensions(norms, out)

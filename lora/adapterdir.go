@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -204,7 +205,7 @@ func (a *AdapterDir) check(path string) error {
 			continue
 		}
 		view, _, _ := a.ck.Tensor(key)
-		if got := dims(view); !sameDims(got, want) {
+		if got := dims(view); !slices.Equal(got, want) {
 			shapes = append(shapes, fmt.Sprintf("%s has shape %v, the base model needs %v", key, got, want))
 		}
 		switch view.DType() {
@@ -400,18 +401,6 @@ func dims(v safetensors.TensorView) []int {
 		out[i] = int(d)
 	}
 	return out
-}
-
-func sameDims(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // listSome names up to three items and counts the rest.

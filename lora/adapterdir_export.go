@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -72,7 +73,7 @@ func WriteAdapterDir(dir string, layout *Layout, names []string, tensor func(str
 	}
 	for name, shape := range layout.LoRA {
 		v, _ := tensor(name)
-		if !sameDims(dims(v), shape) {
+		if !slices.Equal(dims(v), shape) {
 			return fmt.Errorf("%s has shape %v, the base model needs %v: export with the base model and configuration the run was trained with", name, dims(v), shape)
 		}
 		f, err := viewFloats(v)
@@ -85,7 +86,7 @@ func WriteAdapterDir(dir string, layout *Layout, names []string, tensor func(str
 	}
 	for name, shape := range layout.Saved {
 		v, _ := tensor(name)
-		if !sameDims(dims(v), shape) {
+		if !slices.Equal(dims(v), shape) {
 			return fmt.Errorf("%s has shape %v, the base model needs %v: export with the base model the run was trained with", name, dims(v), shape)
 		}
 		f, err := viewFloats(v)

@@ -20,32 +20,21 @@ func Export(a *Adapter, dir string, fullTrained []string, dtype dtypes.DType) er
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	views := map[string]safetensors.TensorView{}
-	for name, v := range a.Variables() {
-		val, err := v.Value()
-		if err != nil {
-			return fmt.Errorf("export %s: %w", name, err)
-		}
-		view, err := model.TensorToView(val, dtype)
-		if err != nil {
-			return fmt.Errorf("export %s: %w", name, err)
-		}
-		views[PeftPrefix+name] = view
-	}
+	vars := a.Variables()
 	for _, name := range fullTrained {
-		v := a.m.Variable(name)
-		if v == nil {
+		if vars[name] = a.m.Variable(name); vars[name] == nil {
 			return fmt.Errorf("export: %s is not a model tensor", name)
 		}
+	}
+	views := map[string]safetensors.TensorView{}
+	for name, v := range vars {
 		val, err := v.Value()
 		if err != nil {
 			return fmt.Errorf("export %s: %w", name, err)
 		}
-		view, err := model.TensorToView(val, dtype)
-		if err != nil {
+		if views[PeftPrefix+name], err = model.TensorToView(val, dtype); err != nil {
 			return fmt.Errorf("export %s: %w", name, err)
 		}
-		views[PeftPrefix+name] = view
 	}
 	if err := model.WriteSafetensors(filepath.Join(dir, "adapter_model.safetensors"), views, map[string]string{"format": "pt"}); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 
@@ -331,7 +332,7 @@ func checkBase(ck *model.Checkpoint, c model.Config) error {
 		switch {
 		case !ok:
 			problems = append(problems, "missing tensor "+p.Name)
-		case !sameDims(dims(v), p.Shape):
+		case !slices.Equal(dims(v), p.Shape):
 			problems = append(problems, fmt.Sprintf("%s in %s has shape %v, config.json needs %v", p.Name, file, dims(v), p.Shape))
 		}
 	}

@@ -108,3 +108,17 @@ func BF16RoundNearestEven(x float32) bfloat16.BFloat16 {
 	rounding := uint32(0x7fff) + (bits>>16)&1
 	return bfloat16.FromBits(uint16((bits + rounding) >> 16))
 }
+
+// FloatAt reads element i of a tensor's flat data of a floating point dtype (float32, float64
+// or bfloat16) as float64.
+func FloatAt(flat any, i int) float64 {
+	switch f := flat.(type) {
+	case []float32:
+		return float64(f[i])
+	case []float64:
+		return f[i]
+	case []bfloat16.BFloat16:
+		return float64(f[i].Float32())
+	}
+	panic(fmt.Sprintf("model: %T is not a floating point tensor", flat))
+}

@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -68,7 +69,7 @@ func checkModelFixture(t *testing.T, be any, fx fixtures.Fixture) {
 			t.Errorf("%s: not computed (batch has %d real images)", name, batch.M)
 			return
 		}
-		if !sameDims(got.Shape().Dimensions, w.Shape) {
+		if !slices.Equal(got.Shape().Dimensions, w.Shape) {
 			t.Errorf("%s: shape %v, reference %v", name, got.Shape().Dimensions, w.Shape)
 			return
 		}
@@ -97,16 +98,4 @@ func checkModelFixture(t *testing.T, be any, fx fixtures.Fixture) {
 	if res.Loss != nil {
 		compare("loss", res.Loss, nil)
 	}
-}
-
-func sameDims(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -38,7 +39,7 @@ func TestBuild8BShapeOnly(t *testing.T) {
 	}
 	out := m.Forward(m.Ctx, in)
 	check := func(name string, n *graph.Node, want ...int) {
-		if got := n.Shape().Dimensions; !equalInts(got, want) {
+		if got := n.Shape().Dimensions; !slices.Equal(got, want) {
 			t.Errorf("%s: shape %v, want %v", name, got, want)
 		}
 	}
@@ -46,5 +47,3 @@ func TestBuild8BShapeOnly(t *testing.T) {
 	check("image_hidden", out.ImageHidden, 1, 64, 4096)
 	check("logits", out.Logits, B, T, 32003)
 }
-
-func equalInts(a, b []int) bool { return sameDims(a, b) }

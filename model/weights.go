@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -46,7 +47,7 @@ func (m *Model) LoadWeights(ck *Checkpoint) error {
 		for i, d := range view.Shape() {
 			got[i] = int(d)
 		}
-		if !sameShape(got, p.Shape) {
+		if !slices.Equal(got, p.Shape) {
 			problems = append(problems, fmt.Sprintf("tensor %s in %s has shape %v, the config expects %v", p.Name, file, got, p.Shape))
 		}
 	}
@@ -93,18 +94,6 @@ func (m *Model) DeclareShapes() {
 			m.Ctx.InAbsPath(scope).VariableWithShape(v, shapes.Make(m.DType, p.Shape...)).SetTrainable(false)
 		}
 	}
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func missingWeight(ctx *context.Context, name string) string {

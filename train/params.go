@@ -80,7 +80,7 @@ func toFloat32(v *context.Variable) error {
 				copy(dst, src)
 			default:
 				for i := range dst {
-					dst[i] = float32(floatAt(src, i))
+					dst[i] = float32(model.FloatAt(src, i))
 				}
 			}
 		})
