@@ -117,16 +117,18 @@ test-xla-cpu: setup pjrt-cpu
 	GOMLX_BACKEND=xla:$(PJRT_CPU_PLUGIN) $(GO) test -count=1 -timeout 40m -run 'Parity|Build8B' ./model/ ./train/
 
 # `make bench`: ours (cmd/idefics2-bench) and HF transformers + PEFT (scripts/bench_hf.py) on
-# the same configs, batch shape and machine, then the table with ours/HF ratios. The backend is
-# $(GOMLX_BACKEND): the pure Go one by default, `make bench GOMLX_BACKEND=xla:cpu` after
-# `make pjrt-cpu`. Sizes: tiny (the test fixture), small (~100M), 8b (needs a GPU).
+# the same configs, batch shape and machine, then the table with ours/HF ratios. Our backend is
+# XLA's CPU plugin when `make pjrt-cpu` installed it, else the pure Go one (about 20 minutes
+# for the small size on 2 cores); BENCH_BACKEND=... picks another. Sizes: tiny (the test
+# fixture), small (~100M), 8b (a GPU's job: scripts/gpu_bench.sh).
 BENCH_SIZES ?= tiny small
 BENCH_FLAGS ?= --iters 3 --new-tokens 16
+BENCH_BACKEND ?= $(if $(wildcard $(PJRT_CPU_PLUGIN)),xla:$(PJRT_CPU_PLUGIN),$(GOMLX_BACKEND))
 BENCH_OUT := $(BUILD)/bench
 
 bench: setup venv bench-go
 	set -e; for s in $(BENCH_SIZES); do \
-		$(BUILD)/idefics2-bench --size $$s $(BENCH_FLAGS) --out $(BENCH_OUT)/ours-$$s.json; \
+		GOMLX_BACKEND='$(BENCH_BACKEND)' $(BUILD)/idefics2-bench --size $$s $(BENCH_FLAGS) --out $(BENCH_OUT)/ours-$$s.json; \
 		$(PY) scripts/bench_hf.py --size $$s $(BENCH_FLAGS) --out $(BENCH_OUT)/hf-$$s.json; \
 	done
 	for s in $(BENCH_SIZES); do \
