@@ -67,9 +67,16 @@ $(PY): scripts/requirements.txt
 	$(VENV)/bin/pip install -q -r scripts/requirements.txt
 	touch $(PY)
 
+# Every committed reference file, from the pinned Python stack; re-running reproduces them byte
+# for byte on this machine kind.
 fixtures: venv
 	$(PY) scripts/make_model_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_train_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_generate_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_adapter_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_metric_fixtures.py
 	$(PY) scripts/make_processor_fixtures.py --out testdata/fixtures --pillow-out testdata/pillow
+	$(PY) scripts/make_datasets.py --out testdata/datasets
 
 # Processor fixtures alone (about a minute); add --full --out DIR for uncut tensors.
 processor-fixtures: venv

@@ -24,7 +24,12 @@ import os
 import shutil
 import sys
 
-import torch
+# Same CPU code paths as the model fixtures (see make_model_fixtures.py), set before torch loads.
+for _k, _v in (("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_CBWR", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+               ("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1")):
+    os.environ.setdefault(_k, _v)
+
+import torch  # noqa: E402
 from safetensors.torch import save_file
 
 import peft
@@ -130,6 +135,8 @@ def build_case(case, out_root, seed):
     with open(cfg_path) as f:
         adapter_config = json.load(f)
     adapter_config["base_model_name_or_path"] = case["name"]
+    if isinstance(adapter_config.get("target_modules"), list):  # PEFT writes a set in arbitrary order
+        adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
     with open(cfg_path, "w") as f:
         json.dump(adapter_config, f, indent=2, sort_keys=True)
         f.write("\n")
