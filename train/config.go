@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/idefics2/idefics2/cauldron"
+	"github.com/idefics2/idefics2/eval"
 	"github.com/spf13/viper"
 )
 
@@ -100,6 +101,10 @@ type TrainConfig struct {
 	OutputDir     string   `mapstructure:"output_dir"`
 	Seed          uint64   `mapstructure:"seed"`
 	ProgressBar   bool     `mapstructure:"progress_bar"`
+	// GenerateEvery scores generated answers (GenerateEval: a DocVQA/TextVQA preset on a
+	// subset, e.g. limit 50) every that many optimizer steps; 0 = never.
+	GenerateEvery int         `mapstructure:"generate_eval_every"`
+	GenerateEval  eval.Config `mapstructure:"generate_eval"`
 }
 
 // Defaults are HF Trainer's where it has one, and the Idefics2 tutorial's LoRA otherwise.

@@ -12,18 +12,19 @@ import (
 
 // Metrics is one line of metrics.jsonl.
 type Metrics struct {
-	Step          int     `json:"step"`
-	Loss          float64 `json:"loss"`
-	EvalLoss      float64 `json:"eval_loss,omitempty"`
-	LR            float64 `json:"lr"`
-	GradNorm      float64 `json:"grad_norm"`
-	TokensPerSec  float64 `json:"tokens_per_sec"`
-	SamplesPerSec float64 `json:"samples_per_sec"`
-	StepSeconds   float64 `json:"step_seconds"`
-	PaddingWaste  float64 `json:"padding_waste"` // share of token positions that are padding, so far
-	PixelWaste    float64 `json:"pixel_waste"`
-	Compiles      int     `json:"compiled_shapes"`
-	Samples       int64   `json:"samples"`
+	Step          int      `json:"step"`
+	Loss          float64  `json:"loss"`
+	EvalLoss      float64  `json:"eval_loss,omitempty"`
+	EvalScore     *float64 `json:"eval_score,omitempty"` // the generate_eval metric (ANLS or VQA accuracy), when run
+	LR            float64  `json:"lr"`
+	GradNorm      float64  `json:"grad_norm"`
+	TokensPerSec  float64  `json:"tokens_per_sec"`
+	SamplesPerSec float64  `json:"samples_per_sec"`
+	StepSeconds   float64  `json:"step_seconds"`
+	PaddingWaste  float64  `json:"padding_waste"` // share of token positions that are padding, so far
+	PixelWaste    float64  `json:"pixel_waste"`
+	Compiles      int      `json:"compiled_shapes"`
+	Samples       int64    `json:"samples"`
 }
 
 type metricsFile struct {

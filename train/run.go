@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/idefics2/idefics2/cauldron"
 	"github.com/idefics2/idefics2/data"
+	"github.com/idefics2/idefics2/eval"
 	"github.com/idefics2/idefics2/internal/backend"
 	"github.com/idefics2/idefics2/lora"
 	"github.com/idefics2/idefics2/model"
@@ -184,6 +186,13 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 				return nil, fmt.Errorf("eval at step %d: %w", state.Step, err)
 			}
 			rec.EvalLoss, point.EvalLoss = ev, ev
+		}
+		if cfg.Train.GenerateEvery > 0 && state.Step%cfg.Train.GenerateEvery == 0 {
+			score, err := generateEval(runCtx, be, m, adapter, proc, cfg, state.Step)
+			if err != nil {
+				return nil, fmt.Errorf("generate_eval at step %d: %w", state.Step, err)
+			}
+			rec.EvalScore = &score
 		}
 		state.LossCurve = append(state.LossCurve, point)
 		if cfg.Train.LogEvery > 0 && state.Step%cfg.Train.LogEvery == 0 {
@@ -376,4 +385,36 @@ func evalLoss(ctx context.Context, st *Stepper, cfg Config, proc *data.Processor
 		sum, count = sum+s, count+c
 	}
 	return sum / math.Max(count, 1), nil
+}
+
+// generateEval scores generated answers with an eval preset (the same code as idefics2-eval)
+// on the model as it is now, adapter included and dropout off.
+func generateEval(ctx context.Context, be backends.Backend, m *model.Model, adapter *lora.Adapter, proc *data.Processor, cfg Config, step int) (float64, error) {
+	ec := cfg.Train.GenerateEval
+	task, err := eval.ParseTask(ec.Task)
+	if err != nil {
+		return 0, err
+	}
+	if ec.Split == "" {
+		ec.Split = "validation"
+	}
+	src, err := eval.OpenLmmsLab(task, ec.Data, ec.Split)
+	if err != nil {
+		return 0, err
+	}
+	if adapter != nil {
+		adapter.Training = false
+		defer func() { adapter.Training = true }()
+	}
+	gen, err := model.NewGenerator(m, be)
+	if err != nil {
+		return 0, err
+	}
+	pred := eval.NewModelPredictor(gen, proc.Tokenizer, proc.Images, model.DefaultGenerationConfig())
+	ec.OutDir = filepath.Join(cfg.Train.OutputDir, fmt.Sprintf("eval-step-%07d", step))
+	rep, err := eval.Run(ctx, ec, src, pred)
+	if err != nil {
+		return 0, err
+	}
+	return rep.Score, nil
 }
