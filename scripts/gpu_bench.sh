@@ -27,7 +27,8 @@ cd "$ROOT"
 OUT="${OUT:-$ROOT/build/gpu-out}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu_bench.log"
-exec > >(tee -a "$LOG") 2>&1
+
+main() {
 
 SIZE="${SIZE:-8b}"
 DTYPE="${DTYPE:-bfloat16}"
@@ -116,7 +117,7 @@ if [[ -z "$DATA_DIR" ]]; then
   [[ -z "$ptxas" ]] && ptxas="$(find /usr/local /opt $(echo $SITE_DIRS) -maxdepth 6 -name ptxas -type f 2>/dev/null | head -1 || true)"
   libdev="$(find /usr/local /opt $(echo $SITE_DIRS) -maxdepth 7 -type d -path '*nvvm/libdevice' 2>/dev/null | head -1 || true)"
   if [[ -n "$ptxas" && -n "$libdev" ]]; then
-    DATA_DIR="$OUT/.cuda_data"
+    DATA_DIR="/tmp/idefics2_cuda_data"
     mkdir -p "$DATA_DIR/bin" "$DATA_DIR/nvvm"
     ln -sfn "$ptxas" "$DATA_DIR/bin/ptxas"
     ln -sfn "$libdev" "$DATA_DIR/nvvm/libdevice"
@@ -178,3 +179,7 @@ else
   say "no comparison: a JSON is missing ($(ls "$OUT" | tr '\n' ' '))"
 fi
 say "done in $(( $(date +%s) - t_start ))s (ours status $rc_ours, hf status $rc_hf)"
+}
+
+main 2>&1 | tee "$LOG"
+exit "${PIPESTATUS[0]}"
