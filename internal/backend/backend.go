@@ -1,7 +1,8 @@
 // Package backend starts the GoMLX backend every command and test uses.
 //
 // It chooses, in order: the configuration given explicitly (a config file's `backend` key), then
-// $GOMLX_BACKEND, then XLA with whatever PJRT plugin is installed, and it falls back to the pure Go
+// $GOMLX_BACKEND, then XLA with whatever PJRT plugin is installed (go-xla's search paths, then the
+// CPU plugin `make pjrt-cpu` puts in build/pjrt), and it falls back to the pure Go
 // backend with a one-line notice when no plugin can be loaded. It never lets go-xla download
 // plugins: the machines this toolkit runs on are often offline, and a silent download at start-up
 // is not something a training job should do.
@@ -82,6 +83,14 @@ func New(config string) (backends.Backend, error) {
 		x, err = ParseXLA(config)
 		if err == nil {
 			b, err = newXLA(x)
+		}
+		// "xla" without a plugin name also takes the plugin `make pjrt-cpu` installed.
+		if err != nil && x.Plugin == "" && os.Getenv("PJRT_PLUGIN_LIBRARY_PATH") == "" {
+			if p := ProjectCPUPlugin(); p != "" {
+				x.Plugin = p
+				x.GoMLXOptions = append(x.GoMLXOptions, "shared_buffers")
+				b, err = newXLA(x)
+			}
 		}
 	} else {
 		b, err = backends.NewWithConfig(config)

@@ -104,6 +104,7 @@ func TestPureGoAndFallback(t *testing.T) {
 	Notice = io.Discard
 	t.Setenv("GOMLX_BACKEND", "")
 	t.Setenv("PJRT_PLUGIN_LIBRARY_PATH", t.TempDir()) // no plugin anywhere go-xla looks
+	t.Chdir(t.TempDir())                              // nor a build/pjrt of this module
 	b, err := New("")
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +130,7 @@ func TestXLACPUPlugin(t *testing.T) {
 		t.Skip("no build/pjrt/" + CPUPluginFile + " (make pjrt-cpu)")
 	}
 	t.Setenv("PJRT_PLUGIN_LIBRARY_PATH", "")
+	t.Setenv("GOMLX_BACKEND", "")
 	b, err := New("xla:cpu")
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +138,11 @@ func TestXLACPUPlugin(t *testing.T) {
 	defer b.Finalize()
 	if !strings.Contains(Describe(b), ProjectCPUPlugin()) {
 		t.Errorf("xla:cpu did not use the project plugin: %s", Describe(b))
+	}
+	if d, err := New(""); err != nil || !strings.Contains(Describe(d), ProjectCPUPlugin()) {
+		t.Errorf("the default did not take the project plugin: %v", err)
+	} else {
+		d.Finalize()
 	}
 	e := MustNewExec(b, func(g *Graph) *Node {
 		x := Iota(g, shapes.Make(dtypes.Float32, 4, 4), 1)
