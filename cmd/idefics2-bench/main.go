@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/idefics2/idefics2/bench"
@@ -42,7 +43,19 @@ func run() error {
 	rank := flag.Int("lora-rank", d.LoRARank, "LoRA rank of the train step")
 	out := flag.String("out", "", "JSON output file (with several sizes: a directory, one ours-<size>.json each)")
 	compare := flag.String("compare", "", "OURS.json,HF.json: print the side-by-side table with ratios and exit")
+	cpuprofile := flag.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	if *compare != "" {
 		a, b, ok := strings.Cut(*compare, ",")
