@@ -1,4 +1,4 @@
-package eval
+package eval_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/idefics2/idefics2/data"
+	"github.com/idefics2/idefics2/eval"
 	"github.com/idefics2/idefics2/internal/backend"
 	"github.com/idefics2/idefics2/model"
 	"github.com/idefics2/idefics2/train"
@@ -45,23 +46,23 @@ func TestEndToEnd(t *testing.T) {
 	ip := data.DefaultImageProcessorConfig()
 	ip.Size = data.ImageSize{LongestEdge: 64, ShortestEdge: 32}
 	gc := model.DefaultGenerationConfig()
-	pred := NewModelPredictor(gen, tok, ip, gc)
+	pred := eval.NewModelPredictor(gen, tok, ip, gc)
 
-	for _, task := range []Task{DocVQA, TextVQA} {
+	for _, task := range []eval.Task{eval.DocVQA, eval.TextVQA} {
 		root := "../testdata/datasets/lmms-lab/DocVQA"
-		if task == TextVQA {
+		if task == eval.TextVQA {
 			root = "../testdata/datasets/lmms-lab/textvqa"
 		}
-		for _, preset := range Presets {
+		for _, preset := range eval.Presets {
 			var answers [2][]string
 			for k, bs := range []int{1, 3} {
-				src, err := OpenLmmsLab(task, root, "validation")
+				src, err := eval.OpenLmmsLab(task, root, "validation")
 				if err != nil {
 					t.Fatal(err)
 				}
 				out := filepath.Join(dir, string(task), preset)
-				cfg := Config{Task: string(task), Preset: preset, Limit: 4, BatchSize: bs, MaxNewTokens: 6, OutDir: out}
-				rep, err := Run(context.Background(), cfg, src, pred)
+				cfg := eval.Config{Task: string(task), Preset: preset, Limit: 4, BatchSize: bs, MaxNewTokens: 6, OutDir: out}
+				rep, err := eval.Run(context.Background(), cfg, src, pred)
 				if err != nil {
 					t.Fatalf("%s %s: %v", task, preset, err)
 				}
