@@ -29,8 +29,12 @@ type Options struct {
 	Sections   []string // of "forward", "train", "generate"
 	PeakTFLOPS float64  // overrides the peak table when > 0
 	LoRARank   int      // LoRA rank of the train step
-	Seed       uint64
-	Log        io.Writer // progress lines; nil = os.Stderr
+	// StockGradients builds the train step with GoMLX's own gradient rules instead of
+	// internal/gradpatch's, to measure what the patch buys (XLA only: the stock Slice
+	// gradient needs Pad, which the pure Go backend lacks).
+	StockGradients bool
+	Seed           uint64
+	Log            io.Writer // progress lines; nil = os.Stderr
 	// OnSection, when set, is called with the result so far after the setup and after each
 	// section, so that a run stopped by a time limit still leaves what it measured.
 	OnSection func(*Result)

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"github.com/idefics2/idefics2/internal/gradpatch"
 	"time"
 
 	"github.com/idefics2/idefics2/lora"
@@ -38,6 +39,11 @@ func (r *runner) train() *Section {
 	st, err := train.NewStepper(r.be, r.m, adapter, names, optim.Defaults(), groups)
 	if err != nil {
 		return &Section{Skipped: err.Error()}
+	}
+	if r.o.StockGradients {
+		// The step's graphs are built at their first run, so this takes effect for them.
+		gradpatch.Uninstall()
+		defer gradpatch.Install()
 	}
 	batch, err := model.NewBatch(r.m.Config, SyntheticInputs(r.m.Config, r.res.Shape, r.o.Seed))
 	if err != nil {

@@ -44,6 +44,7 @@ func run() error {
 	out := flag.String("out", "", "JSON output file (with several sizes: a directory, one ours-<size>.json each)")
 	compare := flag.String("compare", "", "OURS.json,HF.json: print the side-by-side table with ratios and exit")
 	cpuprofile := flag.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
+	stock := flag.Bool("stock-gradients", false, "train step with GoMLX's own gradient rules (to measure internal/gradpatch; XLA backends only)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -78,6 +79,7 @@ func run() error {
 	for _, s := range sizes {
 		o := d
 		o.Size, o.DType, o.Backend = s, *dtype, *be
+		o.StockGradients = *stock
 		o.Batch, o.TextTokens, o.ImageSize, o.NewTokens, o.Iters = *batch, *text, *image, *newTok, *iters
 		o.Sections = strings.Split(*sections, ",")
 		o.PeakTFLOPS, o.LoRARank = *peak, *rank
