@@ -3,8 +3,8 @@ package optim
 import (
 	"math"
 
-	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint
 )
 
 // AdamW holds the hyper-parameters shared by every group.
