@@ -75,6 +75,7 @@ fixtures: venv
 	$(PY) scripts/make_generate_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_adapter_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_metric_fixtures.py
+	$(PY) scripts/make_schedule_fixtures.py
 	$(PY) scripts/make_processor_fixtures.py --out testdata/fixtures --pillow-out testdata/pillow
 	$(PY) scripts/make_datasets.py --out testdata/datasets
 
