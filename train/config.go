@@ -74,7 +74,11 @@ type LoRAConfig struct {
 	TargetNames   []string `mapstructure:"target_names"`   // or a list of names
 	UseDoRA       bool     `mapstructure:"use_dora"`
 	UseRSLoRA     bool     `mapstructure:"use_rslora"`
-	Init          string   `mapstructure:"init"` // gaussian | kaiming
+	Init          string   `mapstructure:"init"` // gaussian | kaiming (PEFT's default, init_lora_weights=true)
+	// RankPattern and AlphaPattern override r and alpha per module (PEFT's rank_pattern and
+	// alpha_pattern: keys match the end of a module name).
+	RankPattern  map[string]int     `mapstructure:"rank_pattern"`
+	AlphaPattern map[string]float64 `mapstructure:"alpha_pattern"`
 }
 
 // TrainConfig holds the optimisation and the run's bookkeeping.
@@ -215,6 +219,9 @@ func knownKeys(t reflect.Type, prefix string) []string {
 			continue
 		}
 		keys = append(keys, key)
+		if f.Type.Kind() == reflect.Map {
+			keys = append(keys, key+"[]") // any key inside a map
+		}
 		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
 			keys = append(keys, knownKeys(f.Type.Elem(), key+"[].")...)
 		}
@@ -226,7 +233,7 @@ func knownKeys(t reflect.Type, prefix string) []string {
 // isListItemKey accepts keys viper reports inside list items (they are checked by the decoder).
 func isListItemKey(k string, known map[string]bool) bool {
 	for kk := range known {
-		if strings.Contains(kk, "[]") && strings.HasPrefix(k, strings.Split(kk, "[]")[0]) {
+		if base, _, ok := strings.Cut(kk, "[]"); ok && strings.HasPrefix(k, base+".") {
 			return true
 		}
 	}
@@ -281,6 +288,9 @@ func nearest(k string, known []string) string {
 	}
 	best, bestD := "", 1<<30
 	for _, c := range known {
+		if strings.Contains(c, "[]") {
+			continue
+		}
 		if d := levenshtein(k, c); d < bestD {
 			best, bestD = c, d
 		}
