@@ -74,7 +74,7 @@ func TestKillAndResumeIsExact(t *testing.T) {
 			cmd.Process.Kill()
 			t.Fatalf("no checkpoint after 5 minutes\n%s", logs.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
