@@ -5,14 +5,13 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 
+	"github.com/idefics2/idefics2/internal/fixtures"
 	"github.com/nlpodyssey/safetensors"
 )
 
@@ -21,30 +20,11 @@ import (
 
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	dir, err := fixtures.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func fixtureRoots(t testing.TB) []string {
-	roots := []string{filepath.Join(repoRoot(t), "testdata", "fixtures")}
-	for _, d := range strings.Split(os.Getenv("IDEFICS2_FIXTURES"), ":") {
-		if d != "" {
-			roots = append(roots, d)
-		}
-	}
-	return roots
+	return dir
 }
 
 type fixtureMeta struct {
@@ -54,46 +34,24 @@ type fixtureMeta struct {
 	Notes  string            `json:"notes"`
 }
 
-// findFixtures returns the directories under the roots whose meta.json has the given kind.
+// findFixtures returns the fixture directories of the given kind with the processor-specific
+// keys of their meta.json.
 func findFixtures(t testing.TB, kind string) map[string]fixtureMeta {
+	found, err := fixtures.Find(kind)
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := map[string]fixtureMeta{}
-	for _, root := range fixtureRoots(t) {
-		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-			if err != nil {
-				if os.IsNotExist(err) && path == root {
-					return filepath.SkipDir
-				}
-				return err
-			}
-			if d.IsDir() || d.Name() != "meta.json" {
-				return nil
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			// Other kinds may give shared keys other shapes: read the kind first.
-			var k struct {
-				Kind string `json:"kind"`
-			}
-			if err := json.Unmarshal(b, &k); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
-			if k.Kind != kind {
-				return nil
-			}
-			var m fixtureMeta
-			if err := json.Unmarshal(b, &m); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
-			{
-				out[filepath.Dir(path)] = m
-			}
-			return nil
-		})
+	for _, fx := range found {
+		b, err := os.ReadFile(filepath.Join(fx.Dir, "meta.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
+		var m fixtureMeta
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("%s/meta.json: %v", fx.Dir, err)
+		}
+		out[fx.Dir] = m
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/idefics2/idefics2/internal/fixtures"
 	"math"
 	"os"
 	"path/filepath"
@@ -38,7 +39,7 @@ type processorCase struct {
 func TestProcessorFixtures(t *testing.T) {
 	fx := findFixtures(t, "processor")
 	if len(fx) == 0 {
-		t.Fatal("no processor fixtures found under", fixtureRoots(t))
+		t.Fatal("no processor fixtures found under", fixtures.Roots())
 	}
 	toks := map[string]*Tokenizer{}
 	defer func() {

@@ -3,6 +3,7 @@ package train_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/idefics2/idefics2/internal/fixtures"
 	"io"
 	"log/slog"
 	"math"
@@ -17,17 +18,11 @@ import (
 // repoRoot is the module root (tests run in the package directory).
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
+	dir, err := fixtures.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
 	}
+	return dir
 }
 
 // tinyConfig is configs/tiny.yaml with its paths made absolute and the outputs in tmp.

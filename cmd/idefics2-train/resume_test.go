@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/idefics2/idefics2/internal/fixtures"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,17 +13,12 @@ import (
 )
 
 func repoRoot(t *testing.T) string {
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
+	t.Helper()
+	dir, err := fixtures.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
 	}
+	return dir
 }
 
 // A run killed with SIGKILL after a checkpoint and resumed with --resume produces the same
