@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/idefics2/idefics2/cauldron"
 	"github.com/idefics2/idefics2/data"
@@ -133,7 +134,7 @@ func (p *Pipeline) Next(c model.Config, n int) (*model.Batch, error) {
 	for len(samples) < n {
 		it, err := p.pool.Next()
 		if err != nil {
-			if len(samples) > 0 && errors.Is(err, errEOF) {
+			if len(samples) > 0 && errors.Is(err, io.EOF) {
 				break
 			}
 			return nil, err

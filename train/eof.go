@@ -1,5 +1,0 @@
-package train
-
-import "io"
-
-var errEOF = io.EOF
