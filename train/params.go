@@ -72,7 +72,6 @@ func toFloat32(v *context.Variable) error {
 	}
 	dims := val.Shape().Dimensions
 	out := tensors.FromShape(shapes.Make(dtypes.Float32, dims...))
-	var convErr error
 	val.MustConstFlatData(func(flat any) {
 		tensors.MustMutableFlatData(out, func(dst []float32) {
 			switch src := flat.(type) {
@@ -85,9 +84,6 @@ func toFloat32(v *context.Variable) error {
 			}
 		})
 	})
-	if convErr != nil {
-		return convErr
-	}
 	return v.SetValue(out)
 }
 
