@@ -110,8 +110,9 @@ func clip8(acc int32) uint8 {
 }
 
 // ResizeBilinear resizes src to w×h exactly as Pillow's Image.resize(..., BILINEAR) does on an
-// RGB image (reducing_gap=None). Same size returns a copy, like Pillow. The vertical pass runs in
-// vectorized C (resize_c.go); the arithmetic is the same integer arithmetic.
+// RGB image (reducing_gap=None). Same size returns a copy, like Pillow. Both passes run in
+// vectorized C where the CPU allows (resize_c.go, resize_h_c.go); the arithmetic is the same
+// integer arithmetic.
 func ResizeBilinear(src *Image, w, h int) *Image {
 	return resizeBilinear(src, w, h)
 }

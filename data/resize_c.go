@@ -3,9 +3,10 @@ package data
 // The vertical resampling pass in C: each output row is a weighted sum of whole input rows, a
 // loop GCC vectorizes (AVX2 where the CPU has it, chosen at run time by target_clones), about
 // 3x faster than Go's scalar loop. The horizontal pass reads a different window for every
-// output pixel, which does not vectorize, and compiled C was no faster than the Go loop
-// (resampleRows), so it stays in Go. Integer sums do not depend on their order: the pixels are
-// Pillow's, bit for bit (checked against the pure Go path and against Pillow in the tests).
+// output pixel, which autovectorization does not handle (plain compiled C was no faster than
+// the Go loop); resize_h_c.go vectorizes it by hand. Integer sums do not depend on their order:
+// the pixels are Pillow's, bit for bit (checked against the pure Go path and against Pillow in
+// the tests).
 
 /*
 #cgo CFLAGS: -O3
@@ -84,10 +85,10 @@ func resizeBilinear(src *Image, w, h int) *Image {
 			// The intermediate only feeds the vertical pass: take it from a pool, unzeroed.
 			buf := midPool.Get().(*[]byte)
 			defer midPool.Put(buf)
-			cur = resampleRowsInto(*buf, src, bilinearWeights(src.W, w), first, last)
+			cur = resampleRowsFast(*buf, src, bilinearWeights(src.W, w), first, last)
 			*buf = cur.Pix
 		} else {
-			cur = resampleRows(src, bilinearWeights(src.W, w), first, last)
+			cur = resampleRowsFast(nil, src, bilinearWeights(src.W, w), first, last)
 		}
 		for i := range vert.start {
 			vert.start[i] -= first

@@ -2,6 +2,7 @@ package data
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
@@ -28,5 +29,22 @@ func TestResizePathsAgree(t *testing.T) {
 		if a.W != b.W || a.H != b.H || !bytes.Equal(a.Pix, b.Pix) {
 			t.Fatalf("%dx%d -> %dx%d: paths differ (max |diff| %d)", w, h, ow, oh, maxAbsDiff(a.Pix, b.Pix))
 		}
+	}
+}
+
+// BenchmarkResize times the resize alone on a page-sized and a photo-sized input (random
+// pixels: the arithmetic does not depend on them).
+func BenchmarkResize(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []struct{ w, h, ow, oh int }{{1240, 1754, 692, 980}, {1000, 872, 980, 854}, {4000, 3000, 980, 735}} {
+		src := NewImage(c.w, c.h)
+		for j := range src.Pix {
+			src.Pix[j] = uint8(rng.IntN(256))
+		}
+		b.Run(fmt.Sprintf("%dx%d", c.w, c.h), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				ResizeBilinear(src, c.ow, c.oh)
+			}
+		})
 	}
 }
