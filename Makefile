@@ -148,7 +148,7 @@ bench-go: setup
 	$(GO) build -o $(BUILD)/idefics2-bench ./cmd/idefics2-bench
 
 # What scripts/gpu_bench.sh runs on a GPU machine: the bench binary built here (cgo), stripped
-# and gzipped to fit what a GPU session carries (about 18 MB), and copies of the shared
+# and gzipped to stay small when copied to the GPU machine (about 18 MB), and copies of the shared
 # libraries it needs beyond glibc and libstdc++, in build/gpu (carry that folder).
 gpu-bench-build: setup
 	@rm -rf $(BUILD)/gpu && mkdir -p $(BUILD)/gpu/lib
