@@ -32,33 +32,7 @@ func TestMixedPrecisionTrainStep(t *testing.T) {
 	}
 	for _, fx := range fxs {
 		t.Run(fx.Name, func(t *testing.T) {
-			m, err := model.Load(fx.Dir, dtypes.BFloat16)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := lora.ReadConfig(filepath.Join(fx.Dir, "adapter_config.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			adapter, err := lora.Attach(m, cfg, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := lora.LoadAdapterWeights(adapter, filepath.Join(fx.Dir, "adapter_init.safetensors")); err != nil {
-				t.Fatal(err)
-			}
-			full, err := lora.ModulesToSave(m.Config, cfg.ModulesToSave)
-			if err != nil {
-				t.Fatal(err)
-			}
-			names, err := train.FullTrain(m, full)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := train.NewStepper(be, m, adapter, names, optim.Defaults(), []train.Group{{LR: 1e-3}, {LR: 1e-3}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			m, st := fixtureStepper(t, be, fx, dtypes.BFloat16, optim.Defaults(), []train.Group{{LR: 1e-3}, {LR: 1e-3}})
 			want, err := fixtures.ReadTensors(filepath.Join(fx.Dir, "expected.safetensors"))
 			if err != nil {
 				t.Fatal(err)

@@ -1,6 +1,11 @@
 package train_test
 
 import (
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/idefics2/idefics2/lora"
+	"github.com/idefics2/idefics2/optim"
+	"github.com/idefics2/idefics2/train"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -27,4 +32,38 @@ func fixtureBatch(t *testing.T, fx fixtures.Fixture, c model.Config) *model.Batc
 		t.Fatal(err)
 	}
 	return b
+}
+
+// fixtureStepper loads a kind=train fixture's model in dtype, attaches its PEFT adapter with the
+// fixture's initial weights, marks its modules_to_save for full training, and builds a stepper.
+func fixtureStepper(t *testing.T, be backends.Backend, fx fixtures.Fixture, dtype dtypes.DType, opt optim.AdamW, groups []train.Group) (*model.Model, *train.Stepper) {
+	t.Helper()
+	m, err := model.Load(fx.Dir, dtype)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := lora.ReadConfig(filepath.Join(fx.Dir, "adapter_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adapter, err := lora.Attach(m, cfg, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lora.LoadAdapterWeights(adapter, filepath.Join(fx.Dir, "adapter_init.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	full, err := lora.ModulesToSave(m.Config, cfg.ModulesToSave)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := train.FullTrain(m, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := train.NewStepper(be, m, adapter, names, opt, groups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, st
 }

@@ -44,29 +44,6 @@ func TestTrainParity(t *testing.T) {
 	}
 	for _, fx := range fxs {
 		t.Run(fx.Name, func(t *testing.T) {
-			m, err := model.Load(fx.Dir, dtypes.Float32)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := lora.ReadConfig(filepath.Join(fx.Dir, "adapter_config.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			adapter, err := lora.Attach(m, cfg, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := lora.LoadAdapterWeights(adapter, filepath.Join(fx.Dir, "adapter_init.safetensors")); err != nil {
-				t.Fatal(err)
-			}
-			full, err := lora.ModulesToSave(m.Config, cfg.ModulesToSave)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fullNames, err := train.FullTrain(m, full)
-			if err != nil {
-				t.Fatal(err)
-			}
 			var hp trainJSON
 			data, err := os.ReadFile(filepath.Join(fx.Dir, "train.json"))
 			if err != nil {
@@ -77,10 +54,7 @@ func TestTrainParity(t *testing.T) {
 			}
 			opt := optim.AdamW{Beta1: hp.Betas[0], Beta2: hp.Betas[1], Eps: hp.Eps, MaxGradNorm: hp.MaxGradNorm}
 			groups := []train.Group{{Name: "lora", LR: hp.LR, WeightDecay: hp.WeightDecay}, {Name: "full", LR: hp.LR, WeightDecay: hp.WeightDecay}}
-			st, err := train.NewStepper(be, m, adapter, fullNames, opt, groups)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m, st := fixtureStepper(t, be, fx, dtypes.Float32, opt, groups)
 			// Only what trains has optimizer state and a gradient accumulator: three float32 tensors
 			// per trainable tensor under /optim, none for the frozen weights.
 			state := 0
