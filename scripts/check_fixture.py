@@ -11,12 +11,7 @@ Exits non-zero on the first mismatch.
 
 import os
 
-# Numerics pinned so that a re-run reproduces the committed bytes on any x86-64 machine with AVX2: PyTorch's
-# own kernels, MKL and oneDNN would otherwise pick AVX-512 code paths where available, which changes the
-# last bits of the outputs (by ~1e-6). Set before torch is imported; an explicit environment wins.
-for _k, _v in (("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_CBWR", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"),
-               ("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1")):
-    os.environ.setdefault(_k, _v)
+import cpu_pin  # noqa: F401  (before torch: pins the CPU code paths)
 
 import json
 import sys

@@ -19,9 +19,7 @@ transformers' eager attention in float64 turns left-padded rows into NaN.)
 
 import os
 
-for _k, _v in (("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_CBWR", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"),
-               ("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1")):
-    os.environ.setdefault(_k, _v)
+import cpu_pin  # noqa: F401  (before torch: pins the CPU code paths)
 
 import argparse
 import json

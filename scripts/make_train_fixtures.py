@@ -24,10 +24,7 @@ import os
 import shutil
 import sys
 
-# Same CPU code paths as the model fixtures (see make_model_fixtures.py), set before torch loads.
-for _k, _v in (("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_CBWR", "AVX2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"),
-               ("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1")):
-    os.environ.setdefault(_k, _v)
+import cpu_pin  # noqa: F401  (before torch: pins the CPU code paths)
 
 import torch  # noqa: E402
 from safetensors.torch import save_file
