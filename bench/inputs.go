@@ -6,25 +6,28 @@ import (
 	"github.com/idefics2/idefics2/model"
 )
 
-// Shape is the batch a measurement runs on: B samples, each one image of ImageSize² pixels at
-// full resolution (no splitting) and TextTokens text tokens around its <image> tokens.
+// Shape is the batch a measurement runs on: B samples, each with Images images of ImageSize²
+// pixels (1 at full resolution, or 5 with image splitting, the crops padded to the batch's
+// largest image as the processor pads them) and TextTokens text tokens around its <image> tokens.
 type Shape struct {
 	Batch      int `json:"batch"`
 	TextTokens int `json:"text_tokens"`
 	ImageSize  int `json:"image_size"`
-	Seq        int `json:"seq"`               // T: text tokens + image tokens + 2 <fake_token_around_image>
+	Images     int `json:"images_per_row"`
+	Seq        int `json:"seq"`               // T: text tokens + Images·latents <image> tokens + Images+1 <fake_token_around_image>
 	Patches    int `json:"patches_per_image"` // (ImageSize/patch)²
 	NewTokens  int `json:"new_tokens"`        // generation length
 }
 
 // NewShape completes s for configuration c.
-func NewShape(c model.Config, batch, textTokens, imageSize, newTokens int) Shape {
+func NewShape(c model.Config, batch, textTokens, imageSize, newTokens, images int) Shape {
 	if imageSize <= 0 {
 		imageSize = c.Vision.ImageSize
 	}
+	images = max(images, 1)
 	p := imageSize / c.Vision.PatchSize
-	return Shape{Batch: batch, TextTokens: textTokens, ImageSize: imageSize,
-		Seq: textTokens + c.Perceiver.NLatents + 2, Patches: p * p, NewTokens: newTokens}
+	return Shape{Batch: batch, TextTokens: textTokens, ImageSize: imageSize, Images: images,
+		Seq: textTokens + images*c.Perceiver.NLatents + images + 1, Patches: p * p, NewTokens: newTokens}
 }
 
 // tokenIDs are the ids the synthetic prompt uses: ordinary text ids and the two image markers.
@@ -47,6 +50,8 @@ func SyntheticInputs(c model.Config, s Shape, seed uint64) model.Inputs {
 	lo, hi, fake := tokenIDs(c)
 	n := c.Perceiver.NLatents
 	T := s.Seq
+	images := max(s.Images, 1)
+	span := images*(n+1) + 1 // <fake> (<image>×n <fake>)×images
 	in := model.Inputs{B: s.Batch, T: T, InputIDs: make([]int64, s.Batch*T), Labels: make([]int64, s.Batch*T)}
 	for r := 0; r < s.Batch; r++ {
 		row := in.InputIDs[r*T : (r+1)*T]
@@ -56,9 +61,9 @@ func SyntheticInputs(c model.Config, s Shape, seed uint64) model.Inputs {
 			switch {
 			case t == 0:
 				row[t] = int64(c.Text.BOSTokenID)
-			case t == half || t == half+n+1:
+			case t >= half && t < half+span && (t-half)%(n+1) == 0:
 				row[t] = int64(fake)
-			case t > half && t <= half+n:
+			case t > half && t < half+span:
 				row[t] = int64(c.ImageTokenID)
 			default:
 				id := lo + rng.IntN(hi-lo)
@@ -68,14 +73,14 @@ func SyntheticInputs(c model.Config, s Shape, seed uint64) model.Inputs {
 				row[t] = int64(id)
 			}
 			lab[t] = row[t]
-			if t >= half && t <= half+n+1 {
+			if t >= half && t < half+span {
 				lab[t] = model.IgnoreIndex
 			}
 		}
 	}
 	S := s.ImageSize
-	in.N, in.H, in.W = 1, S, S
-	in.PixelValues = make([]float32, s.Batch*3*S*S)
+	in.N, in.H, in.W = images, S, S
+	in.PixelValues = make([]float32, s.Batch*images*3*S*S)
 	for i := range in.PixelValues {
 		in.PixelValues[i] = float32(rng.NormFloat64())
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/idefics2/idefics2/internal/xlastats"
 )
 
 // Result is one bench run (one implementation, one configuration, one shape). scripts/bench_hf.py
@@ -56,6 +58,12 @@ type Section struct {
 	HostPeakMiB   float64 `json:"host_peak_mib"`
 	DevicePeakMiB float64 `json:"device_peak_mib,omitempty"`
 	Loss          float64 `json:"loss,omitempty"` // sanity: the last call's loss
+	// XLA's compiled memory plan (train section; see train.MemoryPlan): the step's device peak,
+	// the variables resident across it, and each graph's arguments, outputs, temporaries, aliases.
+	DevicePeakBytes int64            `json:"device_peak_bytes,omitempty"`
+	ResidentBytes   int64            `json:"resident_bytes,omitempty"`
+	PeakGraph       string           `json:"peak_graph,omitempty"`
+	Graphs          []xlastats.Graph `json:"graphs,omitempty"`
 }
 
 // GenSection is greedy generation of NewTokens tokens per row (eos disabled so every call

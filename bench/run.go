@@ -33,7 +33,19 @@ type Options struct {
 	// internal/gradpatch's, to measure what the patch buys (XLA only: the stock Slice
 	// gradient needs Pad, which the pure Go backend lacks).
 	StockGradients bool
-	Seed           uint64
+	// CompileOnly compiles the train step without running it and reports XLA's memory plan: the
+	// variables are declared by shape only, so the 8b shapes compile on a small host.
+	CompileOnly bool
+	// Splitting gives each row the 5 images of Idefics2's image splitting (4 crops and the
+	// whole image, each padded to ImageSize²) instead of one.
+	Splitting bool
+	// Attention is model.AttentionBlocked (default) or model.AttentionEager; Checkpointing
+	// recomputes the decoder and vision layers in the backward pass (default on).
+	Attention     string
+	Checkpointing bool
+	// LoRAVision puts LoRA on the vision tower's projections too (the model card's recipe).
+	LoRAVision bool
+	Seed       uint64
 	Log            io.Writer // progress lines; nil = os.Stderr
 	// OnSection, when set, is called with the result so far after the setup and after each
 	// section, so that a run stopped by a time limit still leaves what it measured.
@@ -43,7 +55,8 @@ type Options struct {
 // DefaultOptions are small enough for a 2-core CPU.
 func DefaultOptions() Options {
 	return Options{Size: "tiny", DType: "float32", Batch: 1, TextTokens: 64, NewTokens: 16, Iters: 3,
-		Sections: []string{"forward", "train", "generate"}, LoRARank: 8, Seed: 1}
+		Sections: []string{"forward", "train", "generate"}, LoRARank: 8, Seed: 1,
+		Attention: model.AttentionBlocked, Checkpointing: true}
 }
 
 // runner carries one run's state between sections.
@@ -77,11 +90,18 @@ func Run(o Options) (*Result, error) {
 	perComp, total := cfg.ParamCounts()
 	hw := DetectHardware()
 	hw.Backend = backend.Describe(be)
-	shape := NewShape(cfg, o.Batch, o.TextTokens, o.ImageSize, o.NewTokens)
+	if err := model.ValidAttention(o.Attention); err != nil {
+		return nil, err
+	}
+	images := 1
+	if o.Splitting {
+		images = 5
+	}
+	shape := NewShape(cfg, o.Batch, o.TextTokens, o.ImageSize, o.NewTokens, images)
 	r.res = &Result{
 		Impl: "ours", Size: o.Size, Config: ConfigPath(o.Size), DType: dt.String(), Params: total,
 		ParamsByComponent: perComp, Hardware: hw, Versions: versions(), Shape: shape,
-		FLOPs: ForwardFLOPs(cfg, shape.Batch, shape.Seq, shape.Batch, shape.Patches), LoRARank: o.LoRARank,
+		FLOPs: ForwardFLOPs(cfg, shape.Batch, shape.Seq, shape.Batch*images, shape.Patches), LoRARank: o.LoRARank,
 	}
 	r.res.DType = dtypeName(o.DType)
 	r.res.TrainFLOPs = TrainFLOPs(r.res.FLOPs, LoRAParams(cfg, o.LoRARank), shape.Batch*shape.Seq)
@@ -96,7 +116,13 @@ func Run(o Options) (*Result, error) {
 	ResetPeakRSS()
 	start := time.Now()
 	r.m = model.New(cfg, dt)
-	if err := RandomWeights(r.m, be, 0.02, o.Seed); err != nil {
+	r.m.Attention, r.m.Checkpointing = o.Attention, o.Checkpointing
+	if o.CompileOnly {
+		if slices.Contains(o.Sections, "forward") || slices.Contains(o.Sections, "generate") {
+			return nil, fmt.Errorf("--compile-only measures the train section only (--sections train)")
+		}
+		declareForPlan(r.m)
+	} else if err := RandomWeights(r.m, be, 0.02, o.Seed); err != nil {
 		return nil, err
 	}
 	r.res.Setup = &Setup{InitS: round(time.Since(start).Seconds(), 3), HostPeakMiB: PeakRSSMiB()}

@@ -1,8 +1,12 @@
 package bench
 
 import (
-	"github.com/idefics2/idefics2/internal/gradpatch"
+	"strings"
 	"time"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/idefics2/idefics2/internal/gradpatch"
 
 	"github.com/idefics2/idefics2/lora"
 	"github.com/idefics2/idefics2/model"
@@ -15,12 +19,38 @@ import (
 // (modules_to_save), the vision tower is frozen. scripts/bench_hf.py uses the same regex.
 const TrainTargets = `.*text_model.*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$`
 
+// TrainTargetsWithVision adds the vision tower's projections (the model card's recipe: LoRA on
+// both pretrained backbones, configs/sft-card.yaml).
+const TrainTargetsWithVision = `.*(text_model|vision_model).*(q_proj|k_proj|v_proj|o_proj|out_proj|fc1|fc2|gate_proj|up_proj|down_proj)$`
+
+// trainedFully is what the train step trains without LoRA (modules_to_save).
+var trainedFully = []string{"connector"}
+
+// declareForPlan declares every weight by shape only, the fully trained ones as float32 masters,
+// for a compile-only memory plan.
+func declareForPlan(m *model.Model) {
+	full, _ := lora.ModulesToSave(m.Config, trainedFully)
+	for _, p := range m.Config.Params() {
+		for _, prefix := range full {
+			if p.Name == prefix || strings.HasPrefix(p.Name, prefix+".") {
+				scope, name := model.VariableScope(p.Name)
+				m.Ctx.InAbsPath(scope).VariableWithShape(name, shapes.Make(dtypes.Float32, p.Shape...)).SetTrainable(false)
+			}
+		}
+	}
+	m.DeclareShapes()
+}
+
 // train measures one optimizer step on one micro-batch: forward and backward (train.Stepper's
 // Accumulate) then clipping and AdamW (Apply). It attaches the adapter to the model, so it runs
 // after the forward and generation sections.
 func (r *runner) train() *Section {
-	cfg := lora.Config{R: r.o.LoRARank, LoraAlpha: float64(r.o.LoRARank), TargetModules: lora.TargetModules{Regex: TrainTargets},
-		InitLoraWeights: "gaussian", ModulesToSave: []string{"connector"}, PeftType: "LORA"}
+	targets := TrainTargets
+	if r.o.LoRAVision {
+		targets = TrainTargetsWithVision
+	}
+	cfg := lora.Config{R: r.o.LoRARank, LoraAlpha: float64(r.o.LoRARank), TargetModules: lora.TargetModules{Regex: targets},
+		LoraDropout: 0.1, InitLoraWeights: "gaussian", ModulesToSave: trainedFully, PeftType: "LORA"}
 	adapter, err := lora.Attach(r.m, cfg, r.o.Seed)
 	if err != nil {
 		return &Section{Skipped: err.Error()}
@@ -48,6 +78,9 @@ func (r *runner) train() *Section {
 	batch, err := model.NewBatch(r.m.Config, SyntheticInputs(r.m.Config, r.res.Shape, r.o.Seed))
 	if err != nil {
 		return &Section{Skipped: err.Error()}
+	}
+	if r.o.CompileOnly {
+		return r.plan(st, batch)
 	}
 	count := 0.0
 	for _, t := range batch.Targets {
@@ -94,3 +127,22 @@ func (r *runner) train() *Section {
 		s.FirstS, s.MedianMS, s.TFLOPS, s.Loss, s.CompileCount)
 	return s
 }
+
+// plan compiles the train step without running it and reports XLA's memory plan.
+func (r *runner) plan(st *train.Stepper, batch *model.Batch) *Section {
+	t := time.Now()
+	p, err := st.Plan(batch)
+	if err != nil {
+		return &Section{Skipped: "memory plan: " + err.Error()}
+	}
+	s := &Section{CompileS: round(time.Since(t).Seconds(), 3), CompileCount: len(p.Graphs)}
+	s.DevicePeakBytes, s.ResidentBytes, s.PeakGraph, s.Graphs = p.PeakBytes, p.ResidentBytes, p.PeakGraph, p.Graphs
+	s.HostPeakMiB = PeakRSSMiB()
+	r.logf("train (compile only): %.1fs; device peak %.2f GiB (%s), resident %.2f GiB", s.CompileS, gib(p.PeakBytes), p.PeakGraph, gib(p.ResidentBytes))
+	for _, g := range p.Graphs {
+		r.logf("  %-28s args %7.2f GiB  temp %7.2f GiB  out %7.2f GiB  alias %6.2f GiB", g.Name, gib(g.ArgumentBytes), gib(g.TempBytes), gib(g.OutputBytes), gib(g.AliasBytes))
+	}
+	return s
+}
+
+func gib(b int64) float64 { return float64(b) / (1 << 30) }

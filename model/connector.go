@@ -38,7 +38,7 @@ func (b *builder) perceiver(ctx *context.Context, c PerceiverConfig, context_, p
 		kvIn := Concatenate([]*Node{ctxN, latN}, 1)
 		k := splitHeads(b.Linear(attn, "k_proj", kvIn), c.NumKeyValueHeads)
 		v := splitHeads(b.Linear(attn, "v_proj", kvIn), c.NumKeyValueHeads)
-		o := attention(q, k, v, allowed, 1/math.Sqrt(float64(c.HeadDim)))
+		o := b.attention(q, k, v, allowed, 1/math.Sqrt(float64(c.HeadDim)), false)
 		lat = Add(lat, b.Linear(attn, "o_proj", o))
 		lat = Add(lat, b.SwiGLU(layer.In("mlp"), b.RMSNorm(layer, "post_attention_layernorm", lat, c.RMSNormEps)))
 	}

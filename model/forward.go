@@ -11,6 +11,14 @@ type Outputs struct {
 	Vision      *Node // [M, P, Dv] after post_layernorm; nil without images
 	ImageHidden *Node // [M, latents, D] connector output; nil without images
 	Logits      *Node // [B, T, V] in float32
+	// Remat holds what checkpointed layers contribute to the variables' gradients (nil when the
+	// graph is not a checkpointed training graph): take gradients with Outputs.Gradient.
+	Remat *Remat
+}
+
+// Gradient is the gradient of loss for each of vars, checkpointed layers included.
+func (o Outputs) Gradient(loss *Node, vars []*context.Variable) []*Node {
+	return o.Remat.Gradient(loss, vars)
 }
 
 // GraphInputs are a Batch's tensors as graph nodes, in the order Batch.Tensors returns them.
@@ -19,23 +27,44 @@ type GraphInputs struct {
 	Pixels, PatchMask, VisionPositionIDs, ImageRow *Node // nil for a text-only batch
 }
 
-// Forward builds Idefics2ForConditionalGeneration's forward pass in ctx's graph.
+// Forward builds Idefics2ForConditionalGeneration's forward pass in ctx's graph. In a training
+// graph (ctx.IsTraining) with m.Checkpointing the decoder and vision layers are recomputed in the
+// backward pass.
 func (m *Model) Forward(ctx *context.Context, in GraphInputs) Outputs {
-	b := &builder{dtype: m.DType, linear: m.Linear}
-	c := m.Config
-	var out Outputs
-	text := ctx.In("model").In("text_model")
-	embeds := b.Embed(text, in.InputIDs)
-	if in.Pixels != nil {
-		out.Vision = b.VisionTransformer(ctx.In("model").In("vision_model"), c.Vision, in.Pixels, in.PatchMask, in.VisionPositionIDs)
-		out.ImageHidden = b.Connector(ctx.In("model").In("connector"), c, out.Vision, in.PatchMask)
-		dims := out.ImageHidden.Shape().Dimensions
-		features := Reshape(out.ImageHidden, dims[0]*dims[1], dims[2])
-		embeds = MergeImages(embeds, in.InputIDs, in.ImageRow, features, c.ImageTokenID)
+	g := in.InputIDs.Graph()
+	b := m.builder()
+	if m.Checkpointing && ctx.IsTraining(g) {
+		b.remat = NewRemat()
 	}
-	h := b.TextModel(text, c.Text, embeds, in.AttentionMask, in.PositionIDs)
-	out.Logits = ConvertDType(b.LMHead(ctx, c, h), dtypes.Float32)
+	var out Outputs
+	out.Remat = b.remat
+	var embeds *Node
+	embeds, out.Vision, out.ImageHidden = m.inputEmbeds(ctx, b, in)
+	text := ctx.In("model").In("text_model")
+	h := b.TextModel(text, m.Config.Text, embeds, in.AttentionMask, in.PositionIDs)
+	out.Logits = ConvertDType(b.LMHead(ctx, m.Config, h), dtypes.Float32)
 	return out
+}
+
+// builder returns the layer builder of m's graphs.
+func (m *Model) builder() *builder {
+	return &builder{dtype: m.DType, linear: m.Linear, attentionKind: m.Attention}
+}
+
+// inputEmbeds is the front end shared by training and generation: the token embeddings with
+// every <image> token replaced by its row of the connector's output (HF's inputs_merger). Without
+// images, vision and imageHidden are nil.
+func (m *Model) inputEmbeds(ctx *context.Context, b *builder, in GraphInputs) (embeds, vision, imageHidden *Node) {
+	c := m.Config
+	embeds = b.Embed(ctx.In("model").In("text_model"), in.InputIDs)
+	if in.Pixels == nil {
+		return embeds, nil, nil
+	}
+	vision = b.VisionTransformer(ctx.In("model").In("vision_model"), c.Vision, in.Pixels, in.PatchMask, in.VisionPositionIDs)
+	imageHidden = b.Connector(ctx.In("model").In("connector"), c, vision, in.PatchMask)
+	dims := imageHidden.Shape().Dimensions
+	features := Reshape(imageHidden, dims[0]*dims[1], dims[2])
+	return MergeImages(embeds, in.InputIDs, in.ImageRow, features, c.ImageTokenID), vision, imageHidden
 }
 
 // CrossEntropy is HF's causal-LM loss on already shifted targets [B, T] (−100 ignored):

@@ -1,8 +1,6 @@
 package model
 
 import (
-	"math"
-
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint
 	"github.com/gomlx/gomlx/pkg/core/shapes"
@@ -25,17 +23,10 @@ import (
 // length matters, it fixes the cache length. Returns logits [B, V] float32 and the per-layer
 // keys and values [B, L, Hkv, d], zero beyond the prompt.
 func (m *Model) Prefill(ctx *context.Context, in GraphInputs, slots *Node) (logits *Node, keys, values []*Node) {
-	b := &builder{dtype: m.DType, linear: m.Linear}
+	b := m.builder()
 	c := m.Config
 	text := ctx.In("model").In("text_model")
-	embeds := b.Embed(text, in.InputIDs)
-	if in.Pixels != nil {
-		vision := b.VisionTransformer(ctx.In("model").In("vision_model"), c.Vision, in.Pixels, in.PatchMask, in.VisionPositionIDs)
-		image := b.Connector(ctx.In("model").In("connector"), c, vision, in.PatchMask)
-		dims := image.Shape().Dimensions
-		features := Reshape(image, dims[0]*dims[1], dims[2])
-		embeds = MergeImages(embeds, in.InputIDs, in.ImageRow, features, c.ImageTokenID)
-	}
+	embeds, _, _ := m.inputEmbeds(ctx, b, in)
 	tc := c.Text
 	allowed := decoderMask(in.AttentionMask, tc.Window())
 	cos, sin := rope(in.PositionIDs, tc.HeadDim, tc.RopeTheta, b.dtype)
@@ -44,7 +35,7 @@ func (m *Model) Prefill(ctx *context.Context, in GraphInputs, slots *Node) (logi
 	cacheLen := slots.Shape().Dim(0)
 	for i := 0; i < tc.NumHiddenLayers; i++ {
 		var k, v *Node
-		h, k, v = b.decoderLayerKV(text.In("layers").Inf("%d", i), tc, h, allowed, cos, sin, nil)
+		h, k, v = b.decoderLayer(text.In("layers").Inf("%d", i), tc, h, allowed, cos, sin, nil)
 		if cacheLen > t {
 			zeros := Zeros(h.Graph(), shapes.Make(k.DType(), batch, cacheLen-t, tc.NumKeyValueHeads, tc.HeadDim))
 			k = Concatenate([]*Node{k, zeros}, 1)
@@ -64,7 +55,7 @@ func (m *Model) Prefill(ctx *context.Context, in GraphInputs, slots *Node) (logi
 // scalar int32, the slot the new keys and values are written to. Returns logits [B, V] float32
 // and the updated caches.
 func (m *Model) DecodeStep(ctx *context.Context, ids, positionIDs, allowed, cur *Node, keys, values []*Node) (logits *Node, newKeys, newValues []*Node) {
-	b := &builder{dtype: m.DType, linear: m.Linear}
+	b := m.builder()
 	c := m.Config
 	tc := c.Text
 	text := ctx.In("model").In("text_model")
@@ -86,30 +77,10 @@ func (m *Model) DecodeStep(ctx *context.Context, ids, positionIDs, allowed, cur 
 			vc = Where(slot, BroadcastToDims(v, cacheShape...), vc)
 			return kc, vc
 		}
-		h, _, _ = b.decoderLayerKV(text.In("layers").Inf("%d", i), tc, h, mask, cos, sin, write)
+		h, _, _ = b.decoderLayer(text.In("layers").Inf("%d", i), tc, h, mask, cos, sin, write)
 		newKeys, newValues = append(newKeys, kc), append(newValues, vc)
 	}
 	h = b.RMSNorm(text, "norm", h, tc.RMSNormEps)
 	logits = ConvertDType(b.LMHead(ctx, c, h), dtypes.Float32)
 	return Reshape(logits, batch, logits.Shape().Dim(-1)), newKeys, newValues
-}
-
-// decoderLayerKV is the Mistral decoder layer of decoderLayer that also returns its keys (after
-// RoPE) and values. With cache != nil the new keys and values go through cache, which returns
-// the full key and value tensors to attend to (the KV cache); without, the layer attends to its
-// own keys and values (prefill).
-func (b *builder) decoderLayerKV(ctx *context.Context, c TextConfig, x, allowed, cos, sin *Node, cache func(k, v *Node) (*Node, *Node)) (out, k, v *Node) {
-	h := b.RMSNorm(ctx, "input_layernorm", x, c.RMSNormEps)
-	attn := ctx.In("self_attn")
-	q := applyRope(splitHeads(b.Linear(attn, "q_proj", h), c.NumAttentionHeads), cos, sin)
-	k = applyRope(splitHeads(b.Linear(attn, "k_proj", h), c.NumKeyValueHeads), cos, sin)
-	v = splitHeads(b.Linear(attn, "v_proj", h), c.NumKeyValueHeads)
-	kAll, vAll := k, v
-	if cache != nil {
-		kAll, vAll = cache(k, v)
-	}
-	o := attention(q, kAll, vAll, allowed, 1/math.Sqrt(float64(c.HeadDim)))
-	x = Add(x, b.Linear(attn, "o_proj", o))
-	h = b.RMSNorm(ctx, "post_attention_layernorm", x, c.RMSNormEps)
-	return Add(x, b.SwiGLU(ctx.In("mlp"), h)), k, v
 }

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"math"
 	"strings"
 
@@ -48,10 +49,26 @@ func ModuleName(ctx *context.Context) string {
 	return strings.ReplaceAll(strings.TrimPrefix(ctx.Scope(), "/"), "/", ".")
 }
 
-// builder carries what every layer needs: the compute dtype and the Linear to call.
+// builder carries what every layer needs: the compute dtype, the Linear to call, the attention
+// kind and, in a training graph with checkpointing, the recomputation state.
 type builder struct {
-	dtype  dtypes.DType
-	linear LinearFunc
+	dtype         dtypes.DType
+	linear        LinearFunc
+	attentionKind string
+	remat         *Remat
+}
+
+// assertDims panics, naming what, unless x has the given dimensions (−1 matches any size): the
+// layer boundaries state their shapes, so a wrong wiring fails where it happens.
+func assertDims(what string, x *Node, dims ...int) {
+	got := x.Shape().Dimensions
+	ok := len(got) == len(dims)
+	for i := 0; ok && i < len(dims); i++ {
+		ok = dims[i] < 0 || dims[i] == got[i]
+	}
+	if !ok {
+		panic(fmt.Sprintf("model: %s has shape %v, want %v", what, got, dims))
+	}
 }
 
 // weight returns the variable `name` at ctx's scope as a graph node. The variables must have
@@ -135,37 +152,6 @@ func (b *builder) SwiGLU(ctx *context.Context, x *Node) *Node {
 	gate := b.Linear(ctx, "gate_proj", x)
 	up := b.Linear(ctx, "up_proj", x)
 	return b.Linear(ctx, "down_proj", Mul(silu(gate), up))
-}
-
-// maskedValue is what masked attention logits become. A finite value rather than -Inf keeps a
-// fully masked row (a left-padding query) finite in the forward and the backward pass; its
-// output is never read.
-const maskedValue = -1e9
-
-// attention is softmax(q·kᵀ·scale, masked)·v with grouped-query heads.
-// q is [B, Tq, Hq, d]; k and v are [B, Tk, Hkv, d] with Hq a multiple of Hkv (query head h reads
-// kv head h / (Hq/Hkv)); allowed is a boolean mask broadcastable to [B, Tq, Tk] given as
-// [B, 1|Tq, Tk], or nil. Scores are scaled in the compute dtype, softmax runs in float32 and the
-// weights are cast back, as HF's eager attention does. Returns [B, Tq, Hq·d].
-func attention(q, k, v, allowed *Node, scale float64) *Node {
-	batch, tq, hq, d := q.Shape().Dim(0), q.Shape().Dim(1), q.Shape().Dim(2), q.Shape().Dim(3)
-	tk, hkv := k.Shape().Dim(1), k.Shape().Dim(2)
-	if hq != hkv {
-		group := hq / hkv
-		k = Reshape(BroadcastToDims(InsertAxes(k, 3), batch, tk, hkv, group, d), batch, tk, hq, d)
-		v = Reshape(BroadcastToDims(InsertAxes(v, 3), batch, tk, hkv, group, d), batch, tk, hq, d)
-	}
-	dt := q.DType()
-	scores := MulScalar(Einsum("bqhd,bkhd->bhqk", q, k), scale)
-	scores = ConvertDType(scores, dtypes.Float32)
-	if allowed != nil {
-		m := InsertAxes(allowed, 1) // [B, 1, Tq|1, Tk]
-		m = BroadcastToDims(m, batch, hq, tq, tk)
-		scores = Where(m, scores, BroadcastToDims(Scalar(scores.Graph(), dtypes.Float32, maskedValue), scores.Shape().Dimensions...))
-	}
-	probs := ConvertDType(Softmax(scores, -1), dt)
-	out := Einsum("bhqk,bkhd->bqhd", probs, v)
-	return Reshape(out, batch, tq, hq*d)
 }
 
 // splitHeads reshapes [B, T, H·d] into [B, T, H, d].

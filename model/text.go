@@ -31,21 +31,39 @@ func (b *builder) TextModel(ctx *context.Context, c TextConfig, embeds, attentio
 	cos, sin := rope(positionIDs, c.HeadDim, c.RopeTheta, b.dtype)
 	h := embeds
 	for i := 0; i < c.NumHiddenLayers; i++ {
-		h = b.decoderLayer(ctx.In("layers").Inf("%d", i), c, h, allowed, cos, sin)
+		layer := ctx.In("layers").Inf("%d", i)
+		h = b.remat.layer(layer, h, func(x *Node) *Node {
+			out, _, _ := b.decoderLayer(layer, c, x, allowed, cos, sin, nil)
+			return out
+		})
 	}
 	return b.RMSNorm(ctx, "norm", h, c.RMSNormEps)
 }
 
-func (b *builder) decoderLayer(ctx *context.Context, c TextConfig, x, allowed, cos, sin *Node) *Node {
+// decoderLayer is one Mistral decoder layer over x [B, T, D]; it also returns its keys (after
+// RoPE) and values [B, T, Hkv, d]. With cache != nil the new keys and values go through cache,
+// which returns the full key and value tensors to attend to (the KV cache of a decode step);
+// without, the layer attends to its own keys and values (training, prefill).
+func (b *builder) decoderLayer(ctx *context.Context, c TextConfig, x, allowed, cos, sin *Node, cache func(k, v *Node) (*Node, *Node)) (out, k, v *Node) {
+	batch, t := x.Shape().Dim(0), x.Shape().Dim(1)
+	assertDims("decoder layer input", x, batch, t, c.HiddenSize)
 	h := b.RMSNorm(ctx, "input_layernorm", x, c.RMSNormEps)
 	attn := ctx.In("self_attn")
 	q := applyRope(splitHeads(b.Linear(attn, "q_proj", h), c.NumAttentionHeads), cos, sin)
-	k := applyRope(splitHeads(b.Linear(attn, "k_proj", h), c.NumKeyValueHeads), cos, sin)
-	v := splitHeads(b.Linear(attn, "v_proj", h), c.NumKeyValueHeads)
-	o := attention(q, k, v, allowed, 1/math.Sqrt(float64(c.HeadDim)))
+	k = applyRope(splitHeads(b.Linear(attn, "k_proj", h), c.NumKeyValueHeads), cos, sin)
+	v = splitHeads(b.Linear(attn, "v_proj", h), c.NumKeyValueHeads)
+	kAll, vAll := k, v
+	if cache != nil {
+		kAll, vAll = cache(k, v)
+		assertDims("decoder layer cached keys", kAll, batch, -1, c.NumKeyValueHeads, c.HeadDim)
+	}
+	// Without a cache, keys are the layer's own tokens: causal, so the blocked attention can skip.
+	o := b.attention(q, kAll, vAll, allowed, 1/math.Sqrt(float64(c.HeadDim)), cache == nil)
 	x = Add(x, b.Linear(attn, "o_proj", o))
 	h = b.RMSNorm(ctx, "post_attention_layernorm", x, c.RMSNormEps)
-	return Add(x, b.SwiGLU(ctx.In("mlp"), h))
+	out = Add(x, b.SwiGLU(ctx.In("mlp"), h))
+	assertDims("decoder layer output", out, batch, t, c.HiddenSize)
+	return out, k, v
 }
 
 // decoderMask allows key j for query i iff j ≤ i, i − j < window (when there is a window) and

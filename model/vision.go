@@ -15,7 +15,8 @@ func (b *builder) VisionTransformer(ctx *context.Context, c VisionConfig, pixels
 	valid := NotEqual(patchMask, ZerosLike(patchMask))
 	allowed := InsertAxes(valid, 1) // every query attends to the valid keys: [M, 1, P]
 	for i := 0; i < c.NumHiddenLayers; i++ {
-		h = b.visionLayer(ctx.In("encoder").In("layers").Inf("%d", i), c, h, allowed)
+		layer := ctx.In("encoder").In("layers").Inf("%d", i)
+		h = b.remat.layer(layer, h, func(x *Node) *Node { return b.visionLayer(layer, c, x, allowed) })
 	}
 	return b.LayerNorm(ctx, "post_layernorm", h, c.LayerNormEps)
 }
@@ -48,7 +49,7 @@ func (b *builder) visionLayer(ctx *context.Context, c VisionConfig, x, allowed *
 	q := splitHeads(b.Linear(attn, "q_proj", h), heads)
 	k := splitHeads(b.Linear(attn, "k_proj", h), heads)
 	v := splitHeads(b.Linear(attn, "v_proj", h), heads)
-	o := attention(q, k, v, allowed, 1/math.Sqrt(float64(c.HiddenSize/heads)))
+	o := b.attention(q, k, v, allowed, 1/math.Sqrt(float64(c.HiddenSize/heads)), false)
 	x = Add(x, b.Linear(attn, "out_proj", o))
 
 	h = b.LayerNorm(ctx, "layer_norm2", x, c.LayerNormEps)

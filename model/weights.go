@@ -107,6 +107,11 @@ type Model struct {
 	Ctx    *context.Context
 	DType  dtypes.DType
 	Linear LinearFunc
+	// Attention is AttentionBlocked (the default, "") or AttentionEager.
+	Attention string
+	// Checkpointing recomputes the decoder and vision layers in the backward pass of training
+	// graphs instead of keeping their activations (see Remat).
+	Checkpointing bool
 }
 
 // New makes an empty model (no variables yet) computing in dtype (Float32 or BFloat16).

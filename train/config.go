@@ -10,6 +10,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/idefics2/idefics2/cauldron"
 	"github.com/idefics2/idefics2/eval"
+	"github.com/idefics2/idefics2/model"
 	"github.com/spf13/viper"
 )
 
@@ -33,6 +34,9 @@ type ModelConfig struct {
 	// Tiny, when set, builds a random model of that size at Path if Path holds no checkpoint
 	// (the embedded default; see TinyConfig).
 	Tiny bool `mapstructure:"build_tiny_if_missing"`
+	// Attention: blocked (query blocks, probabilities-only backward; the default) or eager (HF's
+	// eager attention as written, the reference).
+	Attention string `mapstructure:"attention"`
 }
 
 // DataConfig describes the training and evaluation data and how samples become batches.
@@ -105,6 +109,9 @@ type TrainConfig struct {
 	OutputDir     string   `mapstructure:"output_dir"`
 	Seed          uint64   `mapstructure:"seed"`
 	ProgressBar   bool     `mapstructure:"progress_bar"`
+	// GradientCheckpointing recomputes each decoder (and vision) layer in the backward pass,
+	// keeping only layer inputs: HF's gradient_checkpointing, on by default.
+	GradientCheckpointing bool `mapstructure:"gradient_checkpointing"`
 	// GenerateEvery scores generated answers (GenerateEval: a DocVQA/TextVQA preset on a
 	// subset, e.g. limit 50) every that many optimizer steps; 0 = never.
 	GenerateEvery int         `mapstructure:"generate_eval_every"`
@@ -114,7 +121,7 @@ type TrainConfig struct {
 // Defaults are HF Trainer's where it has one, and the Idefics2 tutorial's LoRA otherwise.
 func Defaults() Config {
 	return Config{
-		Model: ModelConfig{DType: "bfloat16", PerceiverEps: 1e-5},
+		Model: ModelConfig{DType: "bfloat16", PerceiverEps: 1e-5, Attention: model.AttentionBlocked},
 		Data: DataConfig{Seed: 42, ShuffleWindow: 4, MaxLength: 2048, Overflow: "skip", Labels: "answers",
 			SeqBuckets: []int{256, 512, 1024, 2048}, ImageBuckets: []int{378, 490, 616, 742, 868, 980},
 			LongestEdge: 980, ShortestEdge: 378, Workers: 2},
@@ -122,7 +129,8 @@ func Defaults() Config {
 			TargetModules: `.*(text_model|modality_projection|perceiver_resampler).*(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj).*$`},
 		Train: TrainConfig{LR: 1e-4, WeightDecay: 0.01, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, MaxGradNorm: 1,
 			Scheduler: "linear", WarmupSteps: 50, Epochs: 2, BatchSize: 2, GradAccum: 8, EvalBatches: 8,
-			SaveEvery: 250, KeepLast: 2, LogEvery: 1, OutputDir: "runs/sft", Seed: 42, ProgressBar: true},
+			SaveEvery: 250, KeepLast: 2, LogEvery: 1, OutputDir: "runs/sft", Seed: 42, ProgressBar: true,
+			GradientCheckpointing: true},
 	}
 }
 
@@ -194,7 +202,7 @@ func (c Config) Validate() error {
 	case c.Train.MaxSteps <= 0 && c.Train.Epochs <= 0:
 		return fmt.Errorf("set train.max_steps or train.epochs")
 	}
-	return nil
+	return model.ValidAttention(c.Model.Attention)
 }
 
 func nameOr(s, def string) string {

@@ -36,11 +36,15 @@ func fixtureBatch(t *testing.T, fx fixtures.Fixture, c model.Config) *model.Batc
 
 // fixtureStepper loads a kind=train fixture's model in dtype, attaches its PEFT adapter with the
 // fixture's initial weights, marks its modules_to_save for full training, and builds a stepper.
-func fixtureStepper(t *testing.T, be backends.Backend, fx fixtures.Fixture, dtype dtypes.DType, opt optim.AdamW, groups []train.Group) (*model.Model, *train.Stepper) {
+// Options (e.g. useMode) adjust the model before the adapter is attached.
+func fixtureStepper(t *testing.T, be backends.Backend, fx fixtures.Fixture, dtype dtypes.DType, opt optim.AdamW, groups []train.Group, options ...func(*model.Model)) (*model.Model, *train.Stepper) {
 	t.Helper()
 	m, err := model.Load(fx.Dir, dtype)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range options {
+		o(m)
 	}
 	cfg, err := lora.ReadConfig(filepath.Join(fx.Dir, "adapter_config.json"))
 	if err != nil {
@@ -66,4 +70,26 @@ func fixtureStepper(t *testing.T, be backends.Backend, fx fixtures.Fixture, dtyp
 		t.Fatal(err)
 	}
 	return m, st
+}
+
+// stepMode is one way of computing the train step: the attention kind and checkpointing.
+type stepMode struct {
+	name          string
+	attention     string
+	checkpointing bool
+}
+
+// stepModes are the eager reference path and the memory-efficient default (blocked attention
+// with several query blocks even at the fixtures' tiny sizes, and checkpointed layers).
+var stepModes = []stepMode{
+	{"eager", model.AttentionEager, false},
+	{"blocked+checkpointing", model.AttentionBlocked, true},
+}
+
+// useMode sets the mode on the model, and small attention blocks for the test's duration.
+func useMode(t *testing.T, mode stepMode) func(*model.Model) {
+	prev := model.AttentionBlockBytes
+	model.AttentionBlockBytes = 1 << 10
+	t.Cleanup(func() { model.AttentionBlockBytes = prev })
+	return func(m *model.Model) { m.Attention, m.Checkpointing = mode.attention, mode.checkpointing }
 }

@@ -63,6 +63,9 @@ func FullTrain(m *model.Model, prefixes []string) ([]string, error) {
 
 // toFloat32 replaces a variable's value by a float32 copy (the master weights of mixed precision).
 func toFloat32(v *context.Variable) error {
+	if v.DType() == dtypes.Float32 {
+		return nil // already a master copy, or declared float32 shape-only for a compile-only plan
+	}
 	val, err := v.Value()
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/idefics2/idefics2/internal/backend"
@@ -43,7 +44,17 @@ func TestTrainParity(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, fx := range fxs {
-		t.Run(fx.Name, func(t *testing.T) {
+		for _, mode := range stepModes {
+			t.Run(fx.Name+"/"+mode.name, func(t *testing.T) {
+				trainParity(t, be, fx, mode)
+			})
+		}
+	}
+}
+
+func trainParity(t *testing.T, be backends.Backend, fx fixtures.Fixture, mode stepMode) {
+	{
+		{
 			var hp trainJSON
 			data, err := os.ReadFile(filepath.Join(fx.Dir, "train.json"))
 			if err != nil {
@@ -54,7 +65,7 @@ func TestTrainParity(t *testing.T) {
 			}
 			opt := optim.AdamW{Beta1: hp.Betas[0], Beta2: hp.Betas[1], Eps: hp.Eps, MaxGradNorm: hp.MaxGradNorm}
 			groups := []train.Group{{Name: "lora", LR: hp.LR, WeightDecay: hp.WeightDecay}, {Name: "full", LR: hp.LR, WeightDecay: hp.WeightDecay}}
-			m, st := fixtureStepper(t, be, fx, dtypes.Float32, opt, groups)
+			m, st := fixtureStepper(t, be, fx, dtypes.Float32, opt, groups, useMode(t, mode))
 			// Only what trains has optimizer state and a gradient accumulator: three float32 tensors
 			// per trainable tensor under /optim, none for the frozen weights.
 			state := 0
@@ -125,7 +136,7 @@ func TestTrainParity(t *testing.T) {
 				name := "loss_step_" + itoa(k)
 				checkScalar(t, name, sum/n, want[name].F[0], 1e-5)
 			}
-		})
+		}
 	}
 }
 

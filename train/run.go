@@ -56,6 +56,7 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 	if err != nil {
 		return nil, err
 	}
+	m.Attention, m.Checkpointing = cfg.Model.Attention, cfg.Train.GradientCheckpointing
 	be, err := backend.Shared(cfg.Backend)
 	if err != nil {
 		return nil, err

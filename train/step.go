@@ -38,6 +38,13 @@ type Stepper struct {
 func NewStepper(be backends.Backend, m *model.Model, adapter *lora.Adapter, full []string, opt optim.AdamW, groups []Group) (*Stepper, error) {
 	gradpatch.Install()
 	s := &Stepper{Model: m, Adapter: adapter, Opt: opt, Groups: groups, backend: be, compiles: map[string]bool{}}
+	if m.Ctx.GetVariableByScopeAndName(context.RootScope, context.RNGStateVariableName) == nil {
+		// Dropout draws from it; checkpointed layers rewind it, so it must exist before the
+		// graph is built (a run seeds it from train.seed before this).
+		if err := m.Ctx.SetRNGStateFromSeed(0); err != nil {
+			return nil, err
+		}
+	}
 	s.Params = collectParams(m, adapter, full)
 	if len(s.Params) == 0 {
 		return nil, fmt.Errorf("train: nothing to train (no LoRA targets and no modules_to_save)")
@@ -61,16 +68,17 @@ func (s *Stepper) accumulateGraph(ctx *context.Context, nodes []*Node) []*Node {
 	if s.Adapter != nil {
 		s.Adapter.Training = true
 	}
+	ctx.SetTraining(g, true)
 	scale := nodes[len(nodes)-1]
 	in := model.GraphInputsOf(nodes[:len(nodes)-1], true)
 	out := s.Model.Forward(ctx, in)
 	sum, count := model.CrossEntropy(out.Logits, in.Targets)
 	loss := Mul(sum, scale)
-	wrt := make([]*Node, len(s.Params))
+	vars := make([]*context.Variable, len(s.Params))
 	for i, p := range s.Params {
-		wrt[i] = p.Var.ValueGraph(g)
+		vars[i] = p.Var
 	}
-	grads := Gradient(loss, wrt...)
+	grads := out.Gradient(loss, vars)
 	for i, p := range s.Params {
 		p.acc.SetValueGraph(Add(p.acc.ValueGraph(g), ConvertDType(grads[i], dtypes.Float32)))
 	}

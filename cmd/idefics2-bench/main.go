@@ -45,6 +45,11 @@ func run() error {
 	compare := flag.String("compare", "", "OURS.json,HF.json: print the side-by-side table with ratios and exit")
 	cpuprofile := flag.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
 	stock := flag.Bool("stock-gradients", false, "train step with GoMLX's own gradient rules (to measure internal/gradpatch; XLA backends only)")
+	compileOnly := flag.Bool("compile-only", false, "compile the train step without running it and report XLA's memory plan (train.device_peak_bytes, train.graphs); weights are declared by shape only, so --size 8b fits a small host")
+	splitting := flag.Bool("splitting", false, "5 images per row (image splitting: 4 crops + the whole image, padded to --image-size)")
+	attention := flag.String("attention", d.Attention, "attention: blocked (memory-efficient) or eager (HF's eager attention as written)")
+	checkpointing := flag.Bool("checkpointing", d.Checkpointing, "recompute decoder and vision layers in the backward pass (gradient checkpointing)")
+	loraVision := flag.Bool("lora-vision", false, "LoRA on the vision tower too (the model card's recipe, configs/sft-card.yaml)")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -80,6 +85,7 @@ func run() error {
 		o := d
 		o.Size, o.DType, o.Backend = s, *dtype, *be
 		o.StockGradients = *stock
+		o.CompileOnly, o.Splitting, o.Attention, o.Checkpointing, o.LoRAVision = *compileOnly, *splitting, *attention, *checkpointing, *loraVision
 		o.Batch, o.TextTokens, o.ImageSize, o.NewTokens, o.Iters = *batch, *text, *image, *newTok, *iters
 		o.Sections = strings.Split(*sections, ",")
 		o.PeakTFLOPS, o.LoRARank = *peak, *rank
