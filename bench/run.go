@@ -46,7 +46,7 @@ type Options struct {
 	// LoRAVision puts LoRA on the vision tower's projections too (the model card's recipe).
 	LoRAVision bool
 	Seed       uint64
-	Log            io.Writer // progress lines; nil = os.Stderr
+	Log        io.Writer // progress lines; nil = os.Stderr
 	// OnSection, when set, is called with the result so far after the setup and after each
 	// section, so that a run stopped by a time limit still leaves what it measured.
 	OnSection func(*Result)
