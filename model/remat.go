@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint
 	"github.com/gomlx/gomlx/pkg/ml/context"
 )
@@ -43,7 +44,10 @@ func (r *Remat) layer(ctx *context.Context, x *Node, f func(x *Node) *Node) *Nod
 	rng := ctx.GetVariableByScopeAndName(context.RootScope, context.RNGStateVariableName)
 	var rngStart *Node
 	if rng != nil {
-		rngStart = rng.ValueGraph(g)
+		// Through x as well: the masks' random bits depend on no activation, and XLA would
+		// otherwise be free to draw every layer's bits at the start and hold them all.
+		rngStart = after(rng.ValueGraph(g), x)
+		rng.SetValueGraph(rngStart)
 	}
 	y := f(x)
 	if rng == nil && ctx.GetVariableByScopeAndName(context.RootScope, context.RNGStateVariableName) != nil {
@@ -56,15 +60,14 @@ func (r *Remat) layer(ctx *context.Context, x *Node, f func(x *Node) *Node) *Nod
 	if len(vars) > 0 {
 		// t must lie on a path from a trainable variable, or autodiff would never call its rule
 		// when nothing before the layer trains (a text-only batch, a frozen connector).
-		in = Add(x, ConvertDType(MulScalar(firstElement(vars[0].ValueGraph(g)), 0), x.DType()))
+		in = after(x, vars[0].ValueGraph(g))
 	}
 	t := IdentityWithCustomGradient(in, func(_, dy *Node) *Node {
-		zero := StopGradient(MulScalar(firstElement(dy), 0))
-		xr := Add(StopGradient(x), zero)
+		xr := after(StopGradient(x), StopGradient(dy))
 		if rng != nil {
 			end := rng.ValueGraph(g)
 			// The same state as the forward, reached through dy.
-			rng.SetValueGraph(Where(Equal(zero, zero), rngStart, ZerosLike(rngStart)))
+			rng.SetValueGraph(after(rngStart, StopGradient(dy)))
 			defer rng.SetValueGraph(end)
 		}
 		yr := f(xr)
@@ -103,6 +106,14 @@ func (r *Remat) Gradient(loss *Node, vars []*context.Variable) []*Node {
 		}
 	}
 	return grads
+}
+
+// after returns v unchanged, computed as v + 0·d₀ so that it depends on d: XLA cannot evaluate
+// it before d exists nor merge it with v itself. (It folds 0·a only for integers, since 0·NaN
+// is NaN; for integer v the zero is a converted float.) d₀ is d's first element.
+func after(v, d *Node) *Node {
+	zero := MulScalar(ConvertDType(firstElement(d), dtypes.Float32), 0)
+	return Add(v, ConvertDType(zero, v.DType()))
 }
 
 // firstElement is x's first element as a scalar: a cheap data dependency.

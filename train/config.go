@@ -112,6 +112,11 @@ type TrainConfig struct {
 	// GradientCheckpointing recomputes each decoder (and vision) layer in the backward pass,
 	// keeping only layer inputs: HF's gradient_checkpointing, on by default.
 	GradientCheckpointing bool `mapstructure:"gradient_checkpointing"`
+	// MemoryGuard compiles the step for the largest batch shape before step 1, prints XLA's
+	// memory plan and refuses a plan over the device's memory (DeviceMemoryGiB, or the GPU's as
+	// nvidia-smi reports it; unknown on CPUs: printed only).
+	MemoryGuard     bool    `mapstructure:"memory_guard"`
+	DeviceMemoryGiB float64 `mapstructure:"device_memory_gib"`
 	// GenerateEvery scores generated answers (GenerateEval: a DocVQA/TextVQA preset on a
 	// subset, e.g. limit 50) every that many optimizer steps; 0 = never.
 	GenerateEvery int         `mapstructure:"generate_eval_every"`
@@ -130,7 +135,7 @@ func Defaults() Config {
 		Train: TrainConfig{LR: 1e-4, WeightDecay: 0.01, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, MaxGradNorm: 1,
 			Scheduler: "linear", WarmupSteps: 50, Epochs: 2, BatchSize: 2, GradAccum: 8, EvalBatches: 8,
 			SaveEvery: 250, KeepLast: 2, LogEvery: 1, OutputDir: "runs/sft", Seed: 42, ProgressBar: true,
-			GradientCheckpointing: true},
+			GradientCheckpointing: true, MemoryGuard: true},
 	}
 }
 

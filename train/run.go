@@ -130,7 +130,11 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 		return nil, err
 	}
 	defer metrics.Close()
-	printEstimate(os.Stderr, m, st, cfg)
+	if cfg.Train.MemoryGuard && state.Step == 0 {
+		if err := guardMemory(os.Stderr, st, cfg, deviceMemory(cfg, backend.Describe(be))); err != nil {
+			return nil, err
+		}
+	}
 	bar := newProgress(os.Stderr, total, cfg.Train.ProgressBar)
 
 	res := &Result{OutputDir: out, FirstLoss: math.NaN()}
