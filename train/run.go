@@ -275,16 +275,8 @@ func newProcessor(cfg Config, mc model.Config) (*data.Processor, error) {
 func attach(m *model.Model, cfg Config) (*lora.Adapter, []string, error) {
 	var adapter *lora.Adapter
 	if cfg.LoRA.R > 0 {
-		lc := lora.Config{R: cfg.LoRA.R, LoraAlpha: cfg.LoRA.Alpha, LoraDropout: cfg.LoRA.Dropout,
-			TargetModules: lora.TargetModules{Regex: cfg.LoRA.TargetModules, Names: cfg.LoRA.TargetNames},
-			UseDoRA:       cfg.LoRA.UseDoRA, UseRSLoRA: cfg.LoRA.UseRSLoRA, InitLoraWeights: initKind(cfg.LoRA.Init),
-			RankPattern: cfg.LoRA.RankPattern, AlphaPattern: cfg.LoRA.AlphaPattern,
-			ModulesToSave: cfg.Train.ModulesToSave, Bias: "none", PeftType: "LORA", BaseModel: cfg.Model.Path}
-		if len(lc.TargetModules.Names) > 0 {
-			lc.TargetModules.Regex = ""
-		}
 		var err error
-		if adapter, err = lora.Attach(m, lc, cfg.Train.Seed); err != nil {
+		if adapter, err = lora.Attach(m, cfg.AdapterConfig(), cfg.Train.Seed); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -418,13 +410,4 @@ func generateEval(ctx context.Context, be backends.Backend, m *model.Model, adap
 		return 0, err
 	}
 	return rep.Score, nil
-}
-
-// initKind maps the config's init names to PEFT's init_lora_weights values.
-func initKind(s string) lora.InitKind {
-	switch s {
-	case "kaiming", "default", "true", "":
-		return "true"
-	}
-	return lora.InitKind(s)
 }

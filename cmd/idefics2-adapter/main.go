@@ -178,7 +178,7 @@ func runExport(args []string) error {
 		if tc.LoRA.R <= 0 {
 			return fmt.Errorf("%s: lora.r is %d: the run trained no LoRA adapter, so there is no PEFT adapter to export", *trainCfg, tc.LoRA.R)
 		}
-		cfg = loraConfig(tc)
+		cfg = tc.AdapterConfig()
 		if *base == "" {
 			*base = tc.Model.Path
 		}
@@ -227,18 +227,6 @@ func runExport(args []string) error {
 	fmt.Printf("exported %s → %s: %d adapted modules, %d modules_to_save tensors, %s\n",
 		path, *out, len(layout.Modules), len(layout.Saved), dtype)
 	return nil
-}
-
-// loraConfig is the adapter configuration idefics2-train builds from its YAML config.
-func loraConfig(tc train.Config) lora.Config {
-	c := lora.Config{R: tc.LoRA.R, LoraAlpha: tc.LoRA.Alpha, LoraDropout: tc.LoRA.Dropout,
-		TargetModules: lora.TargetModules{Regex: tc.LoRA.TargetModules, Names: tc.LoRA.TargetNames},
-		UseDoRA:       tc.LoRA.UseDoRA, UseRSLoRA: tc.LoRA.UseRSLoRA, InitLoraWeights: lora.InitKind(tc.LoRA.Init),
-		ModulesToSave: tc.Train.ModulesToSave, Bias: "none", PeftType: "LORA", BaseModel: tc.Model.Path}
-	if len(c.TargetModules.Names) > 0 {
-		c.TargetModules.Regex = ""
-	}
-	return c
 }
 
 // checkpointFile finds trainer_state.safetensors in a checkpoint directory, or in the newest
