@@ -23,7 +23,13 @@ func checkStruct(rv reflect.Value, prefix string) error {
 	t := rv.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		tag, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if opts == "squash" && f.Type.Kind() == reflect.Struct {
+			if err := checkStruct(rv.Field(i), prefix); err != nil {
+				return err
+			}
+			continue
+		}
 		if tag == "" || tag == "-" {
 			continue
 		}

@@ -59,19 +59,19 @@ func TestLoadLayers(t *testing.T) {
 
 func TestLoadRejects(t *testing.T) {
 	for set, want := range map[string]string{
-		"train.max_steps=-5":     `train.max_steps = -5: must be ≥ 0`,
-		"train.lr=":              `--set train.lr=: empty value; train.lr needs a number`,
-		"train.lr=0":             `train.lr = 0: must be > 0`,
-		"train.lr=.nan":          `train.lr = NaN: must be > 0`,
-		"model.dtype=float16":    `model.dtype = "float16": allowed: float32, bfloat16`,
-		"train.splitting=maybe":  `train.splitting = "maybe": allowed: "" (unset), on, off`,
-		"train.buckets=[4, -1]":  `train.buckets = [4 -1]: every value must be > 0`,
-		"train.pattern={a: 0}":   `train.pattern = map[a:0]: every value must be > 0`,
-		"train=3":                `--set train=3: train is a section; set its keys one by one`,
-		"learning_rat=1":         `--set learning_rat: unknown key; did you mean "train.lr"?`,
-		"train.progress=":        `train.progress needs true or false`,
-		"train.max_steps=lots":   `train.max_steps`,
-		"nokey":                  `--set "nokey": want key=value`,
+		"train.max_steps=-5":    `train.max_steps = -5: must be ≥ 0`,
+		"train.lr=":             `--set train.lr=: empty value; train.lr needs a number`,
+		"train.lr=0":            `train.lr = 0: must be > 0`,
+		"train.lr=.nan":         `train.lr = NaN: must be > 0`,
+		"model.dtype=float16":   `model.dtype = "float16": allowed: float32, bfloat16`,
+		"train.splitting=maybe": `train.splitting = "maybe": allowed: "" (unset), on, off`,
+		"train.buckets=[4, -1]": `train.buckets = [4 -1]: every value must be > 0`,
+		"train.pattern={a: 0}":  `train.pattern = map[a:0]: every value must be > 0`,
+		"train=3":               `--set train=3: train is a section; set its keys one by one`,
+		"learning_rat=1":        `--set: unknown key "learning_rat"; did you mean "train.lr"?`,
+		"train.progress=":       `train.progress needs true or false`,
+		"train.max_steps=lots":  `train.max_steps`,
+		"nokey":                 `--set "nokey": want key=value`,
 	} {
 		c := defaults()
 		err := Load(&c, "", []string{set})

@@ -66,15 +66,26 @@ func (f *Flags) Bind(name, key, usage string) {
 func (f *Flags) field(key string) reflect.Value {
 	v := f.defaults
 	for _, part := range strings.Split(key, ".") {
-		t := v.Type()
-		for i := 0; i < t.NumField(); i++ {
-			if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("mapstructure"), ","); tag == part {
-				v = v.Field(i)
-				break
+		v = fieldByTag(v, part)
+	}
+	return v
+}
+
+// fieldByTag finds the field tagged name, looking inside squashed structs too.
+func fieldByTag(v reflect.Value, name string) reflect.Value {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		tag, opts, _ := strings.Cut(t.Field(i).Tag.Get("mapstructure"), ",")
+		if tag == name {
+			return v.Field(i)
+		}
+		if opts == "squash" && t.Field(i).Type.Kind() == reflect.Struct {
+			if f := fieldByTag(v.Field(i), name); f.IsValid() {
+				return f
 			}
 		}
 	}
-	return v
+	return reflect.Value{}
 }
 
 // ErrHelp is returned by Parse when -h or --help was asked for (the usage is already printed).
@@ -83,6 +94,30 @@ var ErrHelp = flag.ErrHelp
 // Parse reads the command line into dst (the struct given to NewFlags, or another of its type):
 // defaults, --config, environment, --set, then the shorthand flags that were given.
 func (f *Flags) Parse(args []string, dst any) error {
+	if err := f.parseFlags(args); err != nil {
+		return err
+	}
+	return f.load(dst)
+}
+
+// ParseInterspersed is Parse for commands that take positional arguments, which may come before,
+// between or after the flags ("model owner/name --dry-run"); it returns them in order.
+func (f *Flags) ParseInterspersed(args []string, dst any) ([]string, error) {
+	var pos []string
+	for {
+		if err := f.parseFlags(args); err != nil {
+			return nil, err
+		}
+		if f.NArg() == 0 {
+			break
+		}
+		pos = append(pos, f.Arg(0))
+		args = f.Args()[1:]
+	}
+	return pos, f.load(dst)
+}
+
+func (f *Flags) parseFlags(args []string) error {
 	f.SetOutput(io.Discard)
 	if err := f.FlagSet.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -91,6 +126,10 @@ func (f *Flags) Parse(args []string, dst any) error {
 		}
 		return err
 	}
+	return nil
+}
+
+func (f *Flags) load(dst any) error {
 	sets := append([]string(nil), f.sets...)
 	f.Visit(func(fl *flag.Flag) {
 		key, ok := f.binds[fl.Name]
@@ -104,6 +143,12 @@ func (f *Flags) Parse(args []string, dst any) error {
 		sets = append(sets, key+"="+fl.Value.String())
 	})
 	return Load(dst, *f.path, sets)
+}
+
+// DefaultConfig makes path the config file read when --config is not given.
+func (f *Flags) DefaultConfig(path string) {
+	*f.path = path
+	f.Lookup("config").DefValue = path
 }
 
 // ConfigPath is the --config value.

@@ -26,7 +26,11 @@ func newKeySet(t reflect.Type) *keySet {
 func (ks *keySet) walk(t reflect.Type, prefix string) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		tag, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if opts == "squash" && f.Type.Kind() == reflect.Struct {
+			ks.walk(f.Type, prefix) // an embedded config whose keys are ours
+			continue
+		}
 		if tag == "" || tag == "-" {
 			continue
 		}
@@ -64,7 +68,7 @@ func (ks *keySet) parseOverride(k, val string) (any, error) {
 		return nil, fmt.Errorf("--set %s=%s: %s is a section; set its keys one by one, e.g. %s", k, val, k, ks.firstIn(k))
 	}
 	if !ks.known(k) {
-		return nil, fmt.Errorf("--set %s: unknown key; did you mean %q?", k, ks.nearest(k))
+		return nil, fmt.Errorf("--set: unknown key %q; did you mean %q?", k, ks.nearest(k))
 	}
 	t := ks.types[k]
 	if t == nil {

@@ -20,9 +20,9 @@ type Config struct {
 
 // ModelConfig says which checkpoint to fine-tune and in which precision.
 type ModelConfig struct {
-	Path      string `mapstructure:"path"`      // HF directory: config.json + safetensors (+ tokenizer, processor files)
-	Tokenizer string `mapstructure:"tokenizer"` // directory with tokenizer.json; "" = Path
-	DType     string `mapstructure:"dtype" check:"oneof=float32|bfloat16"`     // float32 | bfloat16 (compute dtype; trained tensors keep float32 masters)
+	Path      string `mapstructure:"path"`                                 // HF directory: config.json + safetensors (+ tokenizer, processor files)
+	Tokenizer string `mapstructure:"tokenizer"`                            // directory with tokenizer.json; "" = Path
+	DType     string `mapstructure:"dtype" check:"oneof=float32|bfloat16"` // float32 | bfloat16 (compute dtype; trained tensors keep float32 masters)
 	// PerceiverEps pins the perceiver RMSNorm epsilon (1e-5 = as trained; 0 = what config.json resolves to).
 	PerceiverEps float64 `mapstructure:"perceiver_rms_norm_eps" check:"min=0"`
 	// Tiny, when set, builds a random model of that size at Path if Path holds no checkpoint
@@ -38,7 +38,7 @@ type DataConfig struct {
 	ShuffleWindow    int            `mapstructure:"shuffle_window" check:"min=0"`
 	MaxLength        int            `mapstructure:"max_length" check:"min=1"`
 	Overflow         string         `mapstructure:"overflow" check:"oneof=skip|drop_turns"` // skip | drop_turns
-	Labels           string         `mapstructure:"labels" check:"oneof=answers|all"`   // answers | all
+	Labels           string         `mapstructure:"labels" check:"oneof=answers|all"`       // answers | all
 	SeqBuckets       []int          `mapstructure:"seq_buckets" check:"gt=0"`
 	ImageBuckets     []int          `mapstructure:"image_buckets" check:"gt=0"`
 	DoImageSplitting bool           `mapstructure:"do_image_splitting"`
@@ -141,4 +141,3 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
-

@@ -20,6 +20,7 @@ import (
 	"github.com/idefics2/idefics2/lora"
 	"github.com/idefics2/idefics2/model"
 	"github.com/idefics2/idefics2/optim"
+	"github.com/idefics2/idefics2/session"
 )
 
 // Result summarises a finished run.
@@ -52,7 +53,7 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 			log.Info("built the tiny random model", "dir", cfg.Model.Path)
 		}
 	}
-	m, err := loadModel(cfg.Model)
+	m, err := session.LoadModel(cfg.Model.Path, cfg.Model.DType, cfg.Model.PerceiverEps)
 	if err != nil {
 		return nil, err
 	}
@@ -228,30 +229,8 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 	return res, nil
 }
 
-func loadModel(c ModelConfig) (*model.Model, error) {
-	dtype := dtypes.Float32
-	if c.DType == "bfloat16" {
-		dtype = dtypes.BFloat16
-	}
-	cfg, err := model.LoadConfig(filepath.Join(c.Path, "config.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("model.path %s has no config.json: download the checkpoint (idefics2-download model HuggingFaceM4/idefics2-8b --out %s) or point model.path at an HF Idefics2 directory", c.Path, c.Path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if c.PerceiverEps > 0 {
-		cfg.SetPerceiverEps(c.PerceiverEps)
-	}
-	ck, err := model.OpenCheckpoint(c.Path)
-	if err != nil {
-		return nil, err
-	}
-	defer ck.Close()
-	m := model.New(cfg, dtype)
-	return m, m.LoadWeights(ck)
-}
-
+// newProcessor is the processor of the run: its tokenizer (the tokenization Idefics2 was
+// trained with) and the image settings of its data config.
 func newProcessor(cfg Config, mc model.Config) (*data.Processor, error) {
 	dir := cfg.Model.Tokenizer
 	if dir == "" {
@@ -262,14 +241,8 @@ func newProcessor(cfg Config, mc model.Config) (*data.Processor, error) {
 		return nil, err
 	}
 	ip := data.DefaultImageProcessorConfig()
-	ip.DoImageSplitting = cfg.Data.DoImageSplitting
 	ip.Size = data.ImageSize{LongestEdge: cfg.Data.LongestEdge, ShortestEdge: cfg.Data.ShortestEdge}
-	proc, err := data.NewProcessor(tok, ip)
-	if err != nil {
-		return nil, err
-	}
-	proc.ImageSeqLen = mc.Perceiver.NLatents
-	return proc, nil
+	return session.NewProcessor(tok, ip, cfg.Data.DoImageSplitting, mc)
 }
 
 func attach(m *model.Model, cfg Config) (*lora.Adapter, []string, error) {
@@ -381,7 +354,8 @@ func evalLoss(ctx context.Context, st *Stepper, cfg Config, proc *data.Processor
 }
 
 // generateEval scores generated answers with an eval preset (the same code as idefics2-eval)
-// on the model as it is now, adapter included and dropout off.
+// on the model as it is now, adapter included and dropout off, decoding as the model's
+// generation_config.json says (eos, banned tokens), as idefics2-eval does.
 func generateEval(ctx context.Context, be backends.Backend, m *model.Model, adapter *lora.Adapter, proc *data.Processor, cfg Config, step int) (float64, error) {
 	ec := cfg.Train.GenerateEval
 	task, err := eval.ParseTask(ec.Task)
@@ -403,7 +377,11 @@ func generateEval(ctx context.Context, be backends.Backend, m *model.Model, adap
 	if err != nil {
 		return 0, err
 	}
-	pred := eval.NewModelPredictor(gen, proc.Tokenizer, proc.Images, model.DefaultGenerationConfig())
+	gc, err := session.GenerationConfig(cfg.Model.Path)
+	if err != nil {
+		return 0, err
+	}
+	pred := eval.NewModelPredictor(gen, proc.Tokenizer, proc.Images, gc)
 	ec.OutDir = filepath.Join(cfg.Train.OutputDir, fmt.Sprintf("eval-step-%07d", step))
 	rep, err := eval.Run(ctx, ec, src, pred)
 	if err != nil {
