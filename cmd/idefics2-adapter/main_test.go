@@ -13,6 +13,7 @@ import (
 	"github.com/idefics2/idefics2/internal/fixtures"
 	"github.com/idefics2/idefics2/lora"
 	"github.com/idefics2/idefics2/model"
+	"github.com/idefics2/idefics2/train"
 	"github.com/nlpodyssey/safetensors"
 )
 
@@ -223,4 +224,91 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) accepted", s)
 		}
 	}
+}
+
+// TestExportMatchesTrainer: `export --config` with rank and alpha patterns and kaiming init
+// writes exactly what the trainer writes for the same run (the same adapter_config.json and
+// the same tensors, byte for byte), because both map the training config through
+// train.Config.AdapterConfig and write through lora.WriteAdapterDir. PEFT's spelling of
+// kaiming is init_lora_weights=true.
+func TestExportMatchesTrainer(t *testing.T) {
+	base := baseFixture(t)
+	tmp := t.TempDir()
+	yaml := filepath.Join(tmp, "train.yaml")
+	err := os.WriteFile(yaml, []byte(`model:
+  path: `+base+`
+data:
+  train:
+    - {kind: cauldron, path: nowhere}
+lora:
+  r: 4
+  alpha: 8
+  target_modules: '.*(text_model|modality_projection|perceiver_resampler).*(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj).*$'
+train:
+  modules_to_save: [connector]
+  max_steps: 3
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets := []string{"lora.rank_pattern={v_proj: 3}", "lora.alpha_pattern={down_proj: 2.5}", "lora.init=kaiming"}
+	tc, err := train.LoadConfig(yaml, sets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tc.AdapterConfig()
+	params := trainedAdapter(t, base, cfg)
+
+	// What the trainer writes at the end of the run: lora.Export of the attached adapter.
+	m, err := model.Load(base, dtypes.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := lora.Attach(m, cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := a.Variables()
+	var full []string
+	for n, val := range params {
+		v := vars[n]
+		if v == nil {
+			v, full = m.Variable(n), append(full, n)
+		}
+		if err := v.SetValue(val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trained := filepath.Join(tmp, "trained")
+	if err := lora.Export(a, trained, full, dtypes.Float32); err != nil {
+		t.Fatal(err)
+	}
+
+	run := filepath.Join(tmp, "run")
+	writeCheckpoint(t, filepath.Join(run, "checkpoint-0000003"), params)
+	out := filepath.Join(tmp, "exported")
+	args := []string{"--checkpoint", run, "--config", yaml, "--out", out}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	if err := runExport(args); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{lora.ConfigFile, lora.WeightsFile} {
+		want, _ := os.ReadFile(filepath.Join(trained, f))
+		got, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s differs between export and the trainer:\n%.600s\n%.600s", f, got, want)
+		}
+	}
+	js, _ := os.ReadFile(filepath.Join(out, lora.ConfigFile))
+	for _, want := range []string{`"init_lora_weights": true`, `"v_proj": 3`, `"down_proj": 2.5`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("adapter_config.json lacks %s:\n%s", want, js)
+		}
+	}
+	checkImported(t, base, out, params)
 }
