@@ -16,6 +16,8 @@ type Config struct {
 	Data    DataConfig  `mapstructure:"data"`
 	LoRA    LoRAConfig  `mapstructure:"lora"`
 	Train   TrainConfig `mapstructure:"train"`
+	// Source is the config file the run was read from ("" for none), for the run's plot.
+	Source string `mapstructure:"-"`
 }
 
 // ModelConfig says which checkpoint to fine-tune and in which precision.
@@ -126,6 +128,7 @@ func Defaults() Config {
 func LoadConfig(path string, overrides []string) (Config, error) {
 	cfg := Defaults()
 	err := config.Load(&cfg, path, overrides)
+	cfg.Source = path
 	return cfg, err
 }
 

@@ -220,7 +220,8 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 			return nil, err
 		}
 	}
-	if err := PlotLoss(filepath.Join(out, "loss.png"), state.LossCurve); err != nil {
+	lrAt := func(step int) float64 { return groups[0].LR * sched.At(step-1) } // as the step applied it
+	if err := PlotLoss(filepath.Join(out, "loss.png"), runTitle(cfg), state.LossCurve, lrAt); err != nil {
 		log.Warn("loss curve not written", "err", err)
 	}
 	res.SkipSummary = pipe.Stats().Summary()

@@ -35,6 +35,7 @@ func main() {
 		}
 		os.Exit(2)
 	}
+	cfg.Source = fs.ConfigPath()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(log)
