@@ -119,13 +119,8 @@ func LoadAdapter(m *model.Model, dir string) (*lora.Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := ad.Layout.Config
-	ad.Close()
-	a, err := lora.Attach(m, cfg, 0)
-	if err != nil {
-		return nil, err
-	}
-	return a, lora.LoadAdapterWeights(a, filepath.Join(dir, lora.WeightsFile))
+	defer ad.Close()
+	return ad.Attach(m)
 }
 
 // ImageProcessorConfig is the directory's preprocessor_config.json, or HF's defaults without one.

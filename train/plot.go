@@ -3,7 +3,9 @@ package train
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -81,6 +83,7 @@ func PlotLoss(path, title string, curve []CurvePoint, lr func(step int) float64)
 	})
 	for _, p := range []*plot.Plot{lossPlot, lrPlot} {
 		p.X.Min, p.X.Max = trainXY[0].X, trainXY[len(trainXY)-1].X
+		p.X.Tick.Marker = plot.TickerFunc(stepTicks)
 	}
 
 	img := vgimg.New(10*vg.Inch, 7*vg.Inch)
@@ -98,6 +101,36 @@ func PlotLoss(path, title string, curve []CurvePoint, lr func(step int) float64)
 		return err
 	}
 	return f.Close()
+}
+
+// stepTicks labels whole steps at a round interval (1, 2 or 5 × 10ⁿ) giving 5 to 10 labels, with
+// unlabelled ticks between them: gonum's default labels a 1–40 run at 5, 20 and 35 only.
+func stepTicks(lo, hi float64) []plot.Tick {
+	step := niceStep(hi - lo)
+	minor := step / 5
+	if minor < 1 {
+		minor = step
+	}
+	var ticks []plot.Tick
+	for v := math.Ceil(lo/minor) * minor; v <= hi; v += minor {
+		t := plot.Tick{Value: v}
+		if math.Mod(v, step) == 0 {
+			t.Label = strconv.FormatFloat(v, 'f', -1, 64)
+		}
+		ticks = append(ticks, t)
+	}
+	return ticks
+}
+
+// niceStep is the smallest 1, 2 or 5 × 10ⁿ that cuts span into at most 10 parts.
+func niceStep(span float64) float64 {
+	for mag := 1.0; ; mag *= 10 {
+		for _, m := range []float64{1, 2, 5} {
+			if span/(m*mag) <= 10 {
+				return m * mag
+			}
+		}
+	}
 }
 
 // runTitle names the run on its plot: output directory, config file and the settings that shape

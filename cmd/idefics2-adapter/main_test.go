@@ -95,6 +95,31 @@ func writeCheckpoint(t *testing.T, dir string, params map[string]*tensors.Tensor
 	}
 }
 
+// writeTrainYAML writes the training config of a run on base (LoRA r 4, α 8 on the modules the
+// regex selects, connector fully trained) into dir.
+func writeTrainYAML(t *testing.T, dir, base, regex string) string {
+	t.Helper()
+	path := filepath.Join(dir, "train.yaml")
+	err := os.WriteFile(path, []byte(`model:
+  path: `+base+`
+data:
+  train:
+    - {kind: cauldron, path: nowhere}
+lora:
+  r: 4
+  alpha: 8
+  dropout: 0.05
+  target_modules: '`+regex+`'
+train:
+  modules_to_save: [connector]
+  max_steps: 3
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func checkImported(t *testing.T, base, adapterDir string, want map[string]*tensors.Tensor) {
 	t.Helper()
 	m, err := model.Load(base, dtypes.Float32)
@@ -144,24 +169,7 @@ func TestExportCheckpoint(t *testing.T) {
 	run := filepath.Join(tmp, "run")
 	writeCheckpoint(t, filepath.Join(run, "checkpoint-0000003"), params)
 
-	yaml := filepath.Join(tmp, "train.yaml")
-	err := os.WriteFile(yaml, []byte(`model:
-  path: `+base+`
-data:
-  train:
-    - {kind: cauldron, path: nowhere}
-lora:
-  r: 4
-  alpha: 8
-  dropout: 0.05
-  target_modules: '`+cfg.TargetModules.Regex+`'
-train:
-  modules_to_save: [connector]
-  max_steps: 3
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
+	yaml := writeTrainYAML(t, tmp, base, cfg.TargetModules.Regex)
 	out := filepath.Join(tmp, "adapter")
 	if err := runExport([]string{"--checkpoint", run, "--config", yaml, "--out", out}); err != nil {
 		t.Fatal(err)
@@ -234,23 +242,7 @@ func TestParseSize(t *testing.T) {
 func TestExportMatchesTrainer(t *testing.T) {
 	base := baseFixture(t)
 	tmp := t.TempDir()
-	yaml := filepath.Join(tmp, "train.yaml")
-	err := os.WriteFile(yaml, []byte(`model:
-  path: `+base+`
-data:
-  train:
-    - {kind: cauldron, path: nowhere}
-lora:
-  r: 4
-  alpha: 8
-  target_modules: '.*(text_model|modality_projection|perceiver_resampler).*(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj).*$'
-train:
-  modules_to_save: [connector]
-  max_steps: 3
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
+	yaml := writeTrainYAML(t, tmp, base, `.*(text_model|modality_projection|perceiver_resampler).*(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj).*$`)
 	sets := []string{"lora.rank_pattern={v_proj: 3}", "lora.alpha_pattern={down_proj: 2.5}", "lora.init=kaiming"}
 	tc, err := train.LoadConfig(yaml, sets)
 	if err != nil {
