@@ -70,7 +70,8 @@ func TestLoadRejects(t *testing.T) {
 		"train=3":               `--set train=3: train is a section; set its keys one by one`,
 		"learning_rat=1":        `--set: unknown key "learning_rat"; did you mean "train.lr"?`,
 		"train.progress=":       `train.progress needs true or false`,
-		"train.max_steps=lots":  `train.max_steps`,
+		"train.max_steps=lots":  `--set train.max_steps=lots: train.max_steps needs an integer`,
+		"train.lr=1e-4x":        `--set train.lr=1e-4x: train.lr needs a number`,
 		"nokey":                 `--set "nokey": want key=value`,
 	} {
 		c := defaults()
@@ -109,6 +110,11 @@ func TestFlags(t *testing.T) {
 	}
 	if c.Model.Path != "m" || len(c.Train.Buckets) != 2 || c.Train.Buckets[1] != 5 || !c.Train.Progress || c.Train.LR != 2 {
 		t.Fatalf("got %+v", c)
+	}
+	c = defaults()
+	f = NewFlags("cmd", "usage: cmd", &c)
+	if err := f.Parse([]string{"--set", "train.pattern={v_proj:", "3}"}, &c); err == nil || !strings.Contains(err.Error(), `unexpected argument "3}"`) {
+		t.Fatalf("a stray argument: %v", err)
 	}
 	c = defaults()
 	f = NewFlags("cmd", "usage: cmd", &c)

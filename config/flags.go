@@ -57,6 +57,12 @@ func (f *Flags) Bind(name, key, usage string) {
 		m := &multiFlag{}
 		f.lists[name] = m
 		f.Var(m, name, usage+" (repeatable)")
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		f.Int64(name, def.Int(), usage)
+	case reflect.Uint, reflect.Uint64, reflect.Uint32:
+		f.Uint64(name, def.Uint(), usage)
+	case reflect.Float64, reflect.Float32:
+		f.Float64(name, def.Float(), usage)
 	default:
 		f.String(name, fmt.Sprint(def.Interface()), usage)
 	}
@@ -96,6 +102,9 @@ var ErrHelp = flag.ErrHelp
 func (f *Flags) Parse(args []string, dst any) error {
 	if err := f.parseFlags(args); err != nil {
 		return err
+	}
+	if f.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (a value with spaces needs quotes: --set 'lora.rank_pattern={v_proj: 4}')", f.Arg(0))
 	}
 	return f.load(dst)
 }

@@ -85,7 +85,11 @@ func (ks *keySet) parseOverride(k, val string) (any, error) {
 	if t.Kind() == reflect.String {
 		return val, nil // "1e-4" or "true" stay text for a string key
 	}
-	return parseValue(val), nil
+	v := parseValue(val)
+	if _, text := v.(string); text && kindName(t) != "a value" {
+		return nil, fmt.Errorf("--set %s=%s: %s needs %s", k, val, k, kindName(t))
+	}
+	return v, nil
 }
 
 func (ks *keySet) firstIn(section string) string {

@@ -79,7 +79,7 @@ func Load(dst any, path string, overrides []string) error {
 		return err
 	}
 	if err := dec.Decode(settings); err != nil {
-		return fmt.Errorf("%s: %s", source, strings.ReplaceAll(err.Error(), "\n", "; "))
+		return fmt.Errorf("%s: %s", source, decodeError(err))
 	}
 	if err := Check(dst); err != nil {
 		return err
@@ -88,6 +88,19 @@ func Load(dst any, path string, overrides []string) error {
 		return val.Validate()
 	}
 	return nil
+}
+
+// decodeError is the decoder's error on one line, without its preamble.
+func decodeError(err error) string {
+	var parts []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "decoding failed due to") {
+			continue
+		}
+		parts = append(parts, strings.TrimPrefix(line, "* "))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // dropNil removes unset keys (and sections left empty), so that the defaults in the struct stay.
