@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -35,6 +36,13 @@ func baseFixture(t *testing.T) string {
 // trainedAdapter attaches cfg to the base, gives every trainable tensor random values and
 // returns them by trainer name (as idefics2-train's checkpoints name them).
 func trainedAdapter(t *testing.T, base string, cfg lora.Config) map[string]*tensors.Tensor {
+	params, _, _ := trainedModel(t, base, cfg)
+	return params
+}
+
+// trainedModel is trainedAdapter, also returning the adapter holding those values and the names
+// of the fully trained tensors, as the trainer has them at the end of a run.
+func trainedModel(t *testing.T, base string, cfg lora.Config) (map[string]*tensors.Tensor, *lora.Adapter, []string) {
 	t.Helper()
 	m, err := model.Load(base, dtypes.Float32)
 	if err != nil {
@@ -56,9 +64,18 @@ func trainedAdapter(t *testing.T, base string, cfg lora.Config) map[string]*tens
 			}
 		}
 	}
+	var full []string
+	for _, p := range m.Config.Params() {
+		for _, s := range saved {
+			if strings.HasPrefix(p.Name, s+".") {
+				full = append(full, p.Name)
+			}
+		}
+	}
 	rng := rand.New(rand.NewPCG(9, 9))
 	out := map[string]*tensors.Tensor{}
-	for n, v := range vars {
+	for _, n := range sortedKeys(vars) {
+		v := vars[n]
 		val := tensors.FromShape(v.Shape())
 		tensors.MustMutableFlatData(val, func(f []float32) {
 			for i := range f {
@@ -66,8 +83,11 @@ func trainedAdapter(t *testing.T, base string, cfg lora.Config) map[string]*tens
 			}
 		})
 		out[n] = val
+		if err := v.SetValue(val); err != nil {
+			t.Fatal(err)
+		}
 	}
-	return out
+	return out, a, full
 }
 
 // writeCheckpoint writes a checkpoint directory as idefics2-train does (param/, exp_avg/,
@@ -248,29 +268,8 @@ func TestExportMatchesTrainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := tc.AdapterConfig()
-	params := trainedAdapter(t, base, cfg)
-
+	params, a, full := trainedModel(t, base, tc.AdapterConfig())
 	// What the trainer writes at the end of the run: lora.Export of the attached adapter.
-	m, err := model.Load(base, dtypes.Float32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := lora.Attach(m, cfg, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vars := a.Variables()
-	var full []string
-	for n, val := range params {
-		v := vars[n]
-		if v == nil {
-			v, full = m.Variable(n), append(full, n)
-		}
-		if err := v.SetValue(val); err != nil {
-			t.Fatal(err)
-		}
-	}
 	trained := filepath.Join(tmp, "trained")
 	if err := lora.Export(a, trained, full, dtypes.Float32); err != nil {
 		t.Fatal(err)
@@ -303,4 +302,13 @@ func TestExportMatchesTrainer(t *testing.T) {
 		}
 	}
 	checkImported(t, base, out, params)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
