@@ -47,6 +47,7 @@ commands:
   merge   base model + adapter → full Hugging Face checkpoint (sharded safetensors, index, config.json, generation_config.json)
   logits  forward pass on a stored batch → logits.safetensors (for comparisons with Python)
 
+every command also takes --config FILE and --set key=value (its flags are shorthands for config keys);
 run "idefics2-adapter <command> -h" for the flags of a command`
 
 func main() {
