@@ -75,7 +75,7 @@ func Run(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	dt, err := dtypeOf(o.DType)
+	dt, err := model.ParseDType(o.DType)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func (r *runner) logf(format string, args ...any) {
 }
 
 func dtypeName(s string) string {
-	if dt, err := dtypeOf(s); err == nil && dt.String() == "BFloat16" {
+	if dt, err := model.ParseDType(s); err == nil && dt.String() == "BFloat16" {
 		return "bfloat16"
 	}
 	return "float32"

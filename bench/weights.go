@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/dtypes/bfloat16"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -120,15 +119,4 @@ func fillFlat(flat any, kind fillKind, std float64, seed uint64) {
 		}(lo, hi, seed+uint64(w)*0xbf58476d1ce4e5b9)
 	}
 	wg.Wait()
-}
-
-// dtypeOf parses a dtype flag.
-func dtypeOf(s string) (dtypes.DType, error) {
-	switch strings.ToLower(s) {
-	case "f32", "float32", "fp32":
-		return dtypes.Float32, nil
-	case "bf16", "bfloat16":
-		return dtypes.BFloat16, nil
-	}
-	return dtypes.InvalidDType, fmt.Errorf("dtype %q: want float32 or bfloat16", s)
 }

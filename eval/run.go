@@ -35,17 +35,17 @@ type Predictor interface {
 // Config selects what to evaluate and how; every field has a yaml/json key, so a run is
 // described by a config file (cmd/idefics2-eval) or set by a trainer.
 type Config struct {
-	Task   string `json:"task" yaml:"task" mapstructure:"task"`       // docvqa | textvqa
-	Preset string `json:"preset" yaml:"preset" mapstructure:"preset"` // lmms-eval | vlmevalkit
-	Data   string `json:"data" yaml:"data" mapstructure:"data"`       // local lmms-lab dataset root
-	Split  string `json:"split" yaml:"split" mapstructure:"split"`    // default validation
+	Task   string `json:"task" yaml:"task" mapstructure:"task" check:"oneof=|docvqa|textvqa"`             // docvqa | textvqa
+	Preset string `json:"preset" yaml:"preset" mapstructure:"preset" check:"oneof=|lmms-eval|vlmevalkit"` // lmms-eval | vlmevalkit
+	Data   string `json:"data" yaml:"data" mapstructure:"data"`                                           // local lmms-lab dataset root
+	Split  string `json:"split" yaml:"split" mapstructure:"split"`                                        // default validation
 	// Limit evaluates only the first Limit samples (0: all), e.g. a quick check during training.
-	Limit     int `json:"limit" yaml:"limit" mapstructure:"limit"`
-	BatchSize int `json:"batch_size" yaml:"batch_size" mapstructure:"batch_size"` // default 1, as both harnesses
+	Limit     int `json:"limit" yaml:"limit" mapstructure:"limit" check:"min=0"`
+	BatchSize int `json:"batch_size" yaml:"batch_size" mapstructure:"batch_size" check:"min=0"` // default 1, as both harnesses
 	// MaxNewTokens overrides the preset's generation length (0: the preset's).
-	MaxNewTokens int `json:"max_new_tokens" yaml:"max_new_tokens" mapstructure:"max_new_tokens"`
+	MaxNewTokens int `json:"max_new_tokens" yaml:"max_new_tokens" mapstructure:"max_new_tokens" check:"min=0"`
 	// Splitting overrides the preset's image splitting: "on", "off" or "" (the preset's).
-	Splitting string `json:"splitting" yaml:"splitting" mapstructure:"splitting"`
+	Splitting string `json:"splitting" yaml:"splitting" mapstructure:"splitting" check:"oneof=|on|off"`
 	// OutDir receives predictions.jsonl and report.json ("" writes nothing).
 	OutDir string `json:"out_dir" yaml:"out_dir" mapstructure:"out_dir"`
 	// Progress writes a progress line to stderr.

@@ -2,11 +2,13 @@ package hub
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
+
+	"github.com/idefics2/idefics2/config"
 )
 
 // DefaultModel is the model this toolkit is for.
@@ -40,37 +42,53 @@ flags (after <what>): --out DIR (default hf/<owner>/<name>), --revision REV, --i
 Environment: HF_TOKEN for gated repositories, HF_ENDPOINT for a mirror.
 `
 
+// Config holds the download command's settings: its flags are shorthands for these keys, and
+// --config / --set / IDEFICS2_DOWNLOAD_* set them too.
+type Config struct {
+	Download struct {
+		Out      string `mapstructure:"out"`
+		Revision string `mapstructure:"revision"`
+		Include  string `mapstructure:"include"`
+		Exclude  string `mapstructure:"exclude"`
+		Subsets  string `mapstructure:"subsets"`
+		Shards   string `mapstructure:"shards"`
+		Split    string `mapstructure:"split" check:"nonempty"`
+		DryRun   bool   `mapstructure:"dry_run"`
+		Parallel int    `mapstructure:"parallel" check:"min=1"`
+	} `mapstructure:"download"`
+}
+
 // ParseArgs turns a command line into a Request without touching the network.
 func ParseArgs(args []string) (Request, error) {
 	if len(args) == 0 {
 		return Request{}, fmt.Errorf("nothing to download\n%s", usage)
 	}
 	what, args := args[0], args[1:]
-	fs := flag.NewFlagSet(what, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	out := fs.String("out", "", "")
-	rev := fs.String("revision", "", "")
-	include := fs.String("include", "", "")
-	exclude := fs.String("exclude", "", "")
-	subsets := fs.String("subsets", "", "")
-	shards := fs.String("shards", "", "")
-	split := fs.String("split", "validation", "")
-	dry := fs.Bool("dry-run", false, "")
-	parallel := fs.Int("parallel", 4, "")
-	// Positional arguments may come before the flags: "model owner/name --dry-run".
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return Request{}, fmt.Errorf("%v\n%s", err, usage)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	if what == "-h" || what == "--help" || what == "help" {
+		what, args = "<what>", []string{"-h"} // the flags' usage, --config and --set included
 	}
+	var cfg Config
+	cfg.Download.Split, cfg.Download.Parallel = "validation", 4
+	fs := config.NewFlags("idefics2-download "+what, usage, &cfg)
+	fs.Bind("out", "download.out", "output directory (default hf/<owner>/<name>)")
+	fs.Bind("revision", "download.revision", "branch, tag or commit")
+	fs.Bind("include", "download.include", "comma-separated fnmatch patterns of files to fetch")
+	fs.Bind("exclude", "download.exclude", "comma-separated fnmatch patterns of files to skip")
+	fs.Bind("subsets", "download.subsets", "cauldron: comma-separated subsets")
+	fs.Bind("shards", "download.shards", "shard indices, e.g. 0-1 or 0,3")
+	fs.Bind("split", "download.split", "eval: the split")
+	fs.Bind("dry-run", "download.dry_run", "print the URLs and sizes, download nothing")
+	fs.Bind("parallel", "download.parallel", "files fetched at once")
+	pos, err := fs.ParseInterspersed(args, &cfg)
+	if err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			return Request{}, err
+		}
+		return Request{}, fmt.Errorf("%v\n%s", err, usage)
+	}
+	d := cfg.Download
+	out, rev, include, exclude, subsets, shards, split, dry, parallel := &d.Out, &d.Revision, &d.Include, &d.Exclude, &d.Subsets, &d.Shards, &d.Split, &d.DryRun, &d.Parallel
 	req := Request{DryRun: *dry, Parallel: *parallel, Exclude: splitList(*exclude)}
-	var err error
 	switch what {
 	case "model":
 		id := DefaultModel
@@ -153,6 +171,9 @@ func (c *Client) Plan(ctx context.Context, req Request) ([]File, error) {
 // Main is the download command: it returns the process exit code.
 func Main(ctx context.Context, c *Client, args []string, stdout, stderr io.Writer) int {
 	req, err := ParseArgs(args)
+	if errors.Is(err, config.ErrHelp) {
+		return 2
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2

@@ -30,7 +30,6 @@ type Adapter struct {
 	// Training switches LoRA dropout on; evaluation and export run without it.
 	Training bool
 	m        *model.Model
-	narrowed bool // some modules the targets match were left out (they are fully trained)
 }
 
 // LinearModules lists the model's Linear modules (rank-2 ".weight" tensors other than the token
@@ -67,7 +66,6 @@ func Attach(m *model.Model, cfg Config, seed uint64) (*Adapter, error) {
 		}
 		if insideAny(module, saved) {
 			// Fully trained modules need no adapter: their weights train directly.
-			a.narrowed = true
 			continue
 		}
 		a.Modules = append(a.Modules, module)

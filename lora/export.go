@@ -3,8 +3,6 @@ package lora
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -12,12 +10,14 @@ import (
 	"github.com/nlpodyssey/safetensors"
 )
 
-// Export writes the adapter as PEFT's save_pretrained does: adapter_model.safetensors with keys
-// "base_model.model.<module>.lora_A.weight" (no adapter-name infix), DoRA magnitudes as
-// "<module>.lora_magnitude_vector", and the fully trained tensors (modules_to_save) under their
-// original paths; and adapter_config.json. dtype is Float32 or BFloat16.
+// Export writes the adapter as PEFT's save_pretrained does, through the one PEFT writer
+// (WriteAdapterDir): adapter_model.safetensors with keys "base_model.model.<module>.lora_A.weight"
+// (no adapter-name infix), DoRA magnitudes as "<module>.lora_magnitude_vector", the fully
+// trained tensors (modules_to_save) under their original paths, and adapter_config.json.
+// dtype is Float32 or BFloat16.
 func Export(a *Adapter, dir string, fullTrained []string, dtype dtypes.DType) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	layout, err := a.Layout()
+	if err != nil {
 		return err
 	}
 	vars := a.Variables()
@@ -27,34 +27,31 @@ func Export(a *Adapter, dir string, fullTrained []string, dtype dtypes.DType) er
 		}
 	}
 	views := map[string]safetensors.TensorView{}
+	names := make([]string, 0, len(vars))
 	for name, v := range vars {
 		val, err := v.Value()
 		if err != nil {
 			return fmt.Errorf("export %s: %w", name, err)
 		}
-		if views[PeftPrefix+name], err = model.TensorToView(val, dtype); err != nil {
+		if views[name], err = model.TensorToView(val, dtypes.Float32); err != nil {
 			return fmt.Errorf("export %s: %w", name, err)
 		}
+		names = append(names, name)
 	}
-	if err := model.WriteSafetensors(filepath.Join(dir, "adapter_model.safetensors"), views, map[string]string{"format": "pt"}); err != nil {
-		return err
-	}
-	js, err := a.PeftConfigJSON()
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "adapter_config.json"), js, 0o644)
+	get := func(n string) (safetensors.TensorView, bool) { v, ok := views[n]; return v, ok }
+	return WriteAdapterDir(dir, layout, names, get, dtype)
 }
 
-// PeftConfigJSON is the adapter's adapter_config.json. When the target regex also matches
-// modules inside modules_to_save (which carry no adapter here), the adapted modules are listed
-// by full name instead, so PEFT wraps exactly those.
+// Layout is what the adapter holds on its model (see NewLayout).
+func (a *Adapter) Layout() (*Layout, error) { return NewLayout(a.m.Config, a.Config) }
+
+// PeftConfigJSON is the adapter's adapter_config.json, as Export writes it.
 func (a *Adapter) PeftConfigJSON() ([]byte, error) {
-	cfg := a.Config
-	if a.narrowed {
-		cfg.TargetModules = TargetModules{Names: a.Modules}
+	l, err := a.Layout()
+	if err != nil {
+		return nil, err
 	}
-	return cfg.PeftJSON()
+	return l.PeftConfig().PeftJSON()
 }
 
 // PeftJSON renders the config as PEFT's adapter_config.json (the keys PEFT 0.1x writes; readers

@@ -46,7 +46,8 @@ func fixtureInputs(t *testing.T, fx fixtures.Fixture) model.Inputs {
 	return in
 }
 
-// withAdapter loads base and, when adapterDir is set, attaches and loads the adapter there.
+// withAdapter loads base and, when adapterDir is set, attaches and loads the adapter there as
+// every command does (OpenAdapterDir, then Attach).
 func withAdapter(t *testing.T, base, adapterDir string) (*model.Model, *lora.Adapter) {
 	t.Helper()
 	m, err := model.Load(base, dtypes.Float32)
@@ -56,15 +57,13 @@ func withAdapter(t *testing.T, base, adapterDir string) (*model.Model, *lora.Ada
 	if adapterDir == "" {
 		return m, nil
 	}
-	cfg, err := lora.ReadConfig(filepath.Join(adapterDir, lora.ConfigFile))
+	ad, err := lora.OpenAdapterDir(adapterDir, m.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := lora.Attach(m, cfg, 3)
+	defer ad.Close()
+	a, err := ad.Attach(m)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lora.LoadAdapterWeights(a, filepath.Join(adapterDir, lora.WeightsFile)); err != nil {
 		t.Fatal(err)
 	}
 	return m, a

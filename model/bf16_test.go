@@ -71,10 +71,10 @@ func TestBF16Compute(t *testing.T) {
 			loss := float64(tensors.ToScalar[float32](res.Loss))
 			lossRef := want["loss"].F[0]
 			t.Logf("bf16: max |logit diff| %.3g of max |logit| %.3g; loss %.5f vs %.5f", maxDiff, maxRef, loss, lossRef)
-			if maxDiff > 0.15*maxRef {
+			if !(maxDiff <= 0.15*maxRef) { // NaN fails too
 				t.Errorf("bf16 logits off by %.3g (> 15%% of %.3g)", maxDiff, maxRef)
 			}
-			if math.Abs(loss-lossRef) > 0.01*lossRef {
+			if !(math.Abs(loss-lossRef) <= 0.01*lossRef) {
 				t.Errorf("bf16 loss %.5f, reference %.5f", loss, lossRef)
 			}
 		})

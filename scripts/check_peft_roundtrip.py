@@ -7,7 +7,8 @@ Usage (what `make peft-check` runs):
 
 For each case it
   1. trains the tiny embedded model (configs/tiny.yaml) for a few steps with idefics2-train,
-  2. exports the run's checkpoint with `idefics2-adapter export` (a PEFT adapter directory),
+  2. exports the run's checkpoint with `idefics2-adapter export` (a PEFT adapter directory) and checks that it
+     equals, byte for byte, the adapter the trainer wrote (rank/alpha patterns and kaiming init included),
   3. merges it into the base with `idefics2-adapter merge`, in float32 (sharded at 4 MB) and in bfloat16,
   4. runs `idefics2-adapter logits` on one batch (base + adapter, each merged model),
   5. loads the adapter with PeftModel.from_pretrained on the same base and each merged directory with
@@ -46,6 +47,8 @@ CASES = {
     "lora": [],  # configs/tiny.yaml: LoRA r=8 on text + connector projections, connector in modules_to_save
     "dora": ["lora.use_dora=true", "lora.use_rslora=true", "lora.r=4", "lora.alpha=4",
              "lora.target_names=[q_proj,v_proj,down_proj,fc2]"],
+    # export maps rank/alpha patterns and kaiming init (PEFT's init_lora_weights=true) as the trainer does
+    "patterns": ["lora.rank_pattern={v_proj: 3}", "lora.alpha_pattern={down_proj: 2.5}", "lora.init=kaiming"],
 }
 
 
@@ -188,6 +191,11 @@ def main():
         run([args.train_bin, "--config", "configs/tiny.yaml"] + setargs)
         adapter = f"{work}/adapter-{case}"
         run([args.adapter_bin, "export", "--checkpoint", f"{work}/run-{case}", "--config", "configs/tiny.yaml", "--out", adapter] + setargs)
+        for f in ("adapter_config.json", "adapter_model.safetensors"):
+            with open(os.path.join(adapter, f), "rb") as a, open(f"{work}/run-{case}/adapter/{f}", "rb") as b:
+                if a.read() != b.read():
+                    failures.append(f"{case}: exported {f} differs from the trainer's")
+                    print(f"  exported {f} differs from the one the trainer wrote")
         run([args.adapter_bin, "import", "--base", tiny, "--adapter", adapter])
         merged32, merged16 = f"{work}/merged-{case}-f32", f"{work}/merged-{case}-bf16"
         run([args.adapter_bin, "merge", "--base", tiny, "--adapter", adapter, "--out", merged32, "--dtype", "float32",

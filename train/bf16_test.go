@@ -49,7 +49,7 @@ func TestMixedPrecisionTrainStep(t *testing.T) {
 				t.Fatal(err)
 			}
 			ref := want["loss"].F[0]
-			if rel := math.Abs(sum/n-ref) / ref; rel > 0.02 {
+			if rel := math.Abs(sum/n-ref) / ref; !(rel <= 0.02) { // NaN fails too
 				t.Errorf("bf16 loss %.5f, reference %.5f (%.2g relative)", sum/n, ref, rel)
 			}
 			worst := 1.0
@@ -74,7 +74,7 @@ func TestMixedPrecisionTrainStep(t *testing.T) {
 				}
 				cos := dot / math.Sqrt(ng*nw)
 				worst = math.Min(worst, cos)
-				if cos < 0.95 {
+				if !(cos >= 0.95) { // NaN fails too
 					t.Errorf("%s: bf16 gradient has cosine %.4f with PEFT's", p.Name, cos)
 				}
 			}

@@ -144,7 +144,7 @@ func checkScalar(t *testing.T, name string, got, want, rtol float64) {
 	t.Helper()
 	rel := math.Abs(got-want) / math.Max(math.Abs(want), 1e-12)
 	t.Logf("%-12s %.7f reference %.7f rel diff %.2g", name, got, want, rel)
-	if rel > rtol {
+	if !(rel <= rtol) { // NaN fails too
 		t.Errorf("%s = %.7g, reference %.7g (relative diff %.2g > %g)", name, got, want, rel, rtol)
 	}
 }

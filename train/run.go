@@ -20,6 +20,7 @@ import (
 	"github.com/idefics2/idefics2/lora"
 	"github.com/idefics2/idefics2/model"
 	"github.com/idefics2/idefics2/optim"
+	"github.com/idefics2/idefics2/session"
 )
 
 // Result summarises a finished run.
@@ -34,104 +35,183 @@ type Result struct {
 }
 
 // Run trains as cfg says. With resume it continues from the newest checkpoint in the output
-// directory (bit for bit: same data order, dropout masks and optimizer state).
+// directory (bit for bit: same data order, dropout masks and optimizer state). It is shaped as
+// torchtune's recipes are: setup (small setup* steps), then train.
 func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Result, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	out := cfg.Train.OutputDir
-	if err := os.MkdirAll(out, 0o755); err != nil {
+	r := &recipe{cfg: cfg, log: log, out: cfg.Train.OutputDir}
+	defer r.close()
+	if err := r.setup(ctx, resume); err != nil {
 		return nil, err
+	}
+	return r.train()
+}
+
+// recipe is one training run: what setup builds and train uses.
+type recipe struct {
+	cfg     Config
+	log     *slog.Logger
+	out     string
+	ctx     context.Context
+	m       *model.Model
+	be      backends.Backend
+	proc    *data.Processor
+	adapter *lora.Adapter
+	full    []string // fully trained tensors (modules_to_save)
+	groups  []Group  // named optimizer groups: lora, modules_to_save
+	st      *Stepper
+	state   State
+	sched   optim.Schedule
+	total   int
+	pipe    *Pipeline
+	metrics *metricsFile
+	closers []func()
+}
+
+func (r *recipe) close() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+}
+
+func (r *recipe) setup(ctx context.Context, resume bool) error {
+	for _, step := range []func() error{
+		r.setupModel,
+		r.setupAdapter,
+		r.setupOptimizer,
+		func() error { return r.setupResume(resume) },
+		func() error { return r.setupData(ctx) },
+		r.setupMetrics,
+	} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setupModel loads the base model (building the tiny one first when the config asks), the
+// backend and the processor.
+func (r *recipe) setupModel() error {
+	cfg := r.cfg
+	if err := os.MkdirAll(r.out, 0o755); err != nil {
+		return err
 	}
 	if cfg.Model.Tiny {
 		built, err := EnsureTiny(cfg.Model.Path, cfg.Train.Seed)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if built {
-			log.Info("built the tiny random model", "dir", cfg.Model.Path)
+			r.log.Info("built the tiny random model", "dir", cfg.Model.Path)
 		}
 	}
-	m, err := loadModel(cfg.Model)
-	if err != nil {
-		return nil, err
+	var err error
+	if r.m, err = session.LoadModel(cfg.Model.Path, cfg.Model.DType, cfg.Model.PerceiverEps); err != nil {
+		return err
 	}
-	m.Attention, m.Checkpointing = cfg.Model.Attention, cfg.Train.GradientCheckpointing
-	be, err := backend.Shared(cfg.Backend)
-	if err != nil {
-		return nil, err
+	r.m.Attention, r.m.Checkpointing = cfg.Model.Attention, cfg.Train.GradientCheckpointing
+	if r.be, err = backend.Shared(cfg.Backend); err != nil {
+		return err
 	}
-	proc, err := newProcessor(cfg, m.Config)
-	if err != nil {
-		return nil, err
-	}
-	adapter, full, err := attach(m, cfg)
-	if err != nil {
-		return nil, err
-	}
+	r.proc, err = newProcessor(cfg, r.m.Config)
+	return err
+}
+
+// setupAdapter attaches LoRA and marks the modules_to_save tensors for full training.
+func (r *recipe) setupAdapter() error {
+	var err error
+	r.adapter, r.full, err = attach(r.m, r.cfg)
+	return err
+}
+
+// setupOptimizer builds the step function with AdamW over the named groups.
+func (r *recipe) setupOptimizer() error {
+	cfg := r.cfg
 	opt := optim.AdamW{Beta1: cfg.Train.Beta1, Beta2: cfg.Train.Beta2, Eps: cfg.Train.Eps, MaxGradNorm: cfg.Train.MaxGradNorm}
 	fullLR := cfg.Train.FullLR
 	if fullLR == 0 {
 		fullLR = cfg.Train.LR
 	}
-	groups := []Group{{Name: "lora", LR: cfg.Train.LR, WeightDecay: cfg.Train.WeightDecay}, {Name: "modules_to_save", LR: fullLR, WeightDecay: cfg.Train.WeightDecay}}
-	st, err := NewStepper(be, m, adapter, full, opt, groups)
-	if err != nil {
-		return nil, err
+	r.groups = []Group{{Name: "lora", LR: cfg.Train.LR, WeightDecay: cfg.Train.WeightDecay}, {Name: "modules_to_save", LR: fullLR, WeightDecay: cfg.Train.WeightDecay}}
+	var err error
+	if r.st, err = NewStepper(r.be, r.m, r.adapter, r.full, opt, r.groups); err != nil {
+		return err
 	}
-	if err := m.Ctx.SetRNGStateFromSeed(int64(cfg.Train.Seed)); err != nil {
-		return nil, err
-	}
+	return r.m.Ctx.SetRNGStateFromSeed(int64(cfg.Train.Seed))
+}
 
-	state := State{}
-	if resume {
-		if ck := LatestCheckpoint(out); ck != "" {
-			if state, err = st.LoadCheckpoint(ck); err != nil {
-				return nil, err
-			}
-			log.Info("resumed", "checkpoint", ck, "step", state.Step)
-		} else {
-			log.Info("no checkpoint to resume from; starting fresh", "dir", out)
-		}
+// setupResume loads the newest checkpoint when resuming.
+func (r *recipe) setupResume(resume bool) error {
+	if !resume {
+		return nil
 	}
+	ck := LatestCheckpoint(r.out)
+	if ck == "" {
+		r.log.Info("no checkpoint to resume from; starting fresh", "dir", r.out)
+		return nil
+	}
+	var err error
+	if r.state, err = r.st.LoadCheckpoint(ck); err != nil {
+		return err
+	}
+	r.log.Info("resumed", "checkpoint", ck, "step", r.state.Step)
+	return nil
+}
 
+// setupData counts the steps, builds the schedule and starts the data pipeline at the cursor.
+func (r *recipe) setupData(ctx context.Context) error {
+	cfg := r.cfg
 	srcs, err := Sources(cfg.Data.Train)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	total, err := totalSteps(cfg, srcs)
-	if err != nil {
-		return nil, err
+	if r.total, err = totalSteps(cfg, srcs); err != nil {
+		return err
 	}
-	sched := optim.Schedule{Kind: cfg.Train.Scheduler, LR: 1, WarmupSteps: cfg.Train.WarmupSteps, TotalSteps: total}
-	if err := sched.Validate(); err != nil {
-		return nil, err
+	r.sched = optim.Schedule{Kind: cfg.Train.Scheduler, LR: 1, WarmupSteps: cfg.Train.WarmupSteps, TotalSteps: r.total}
+	if err := r.sched.Validate(); err != nil {
+		return err
 	}
 	var cursor *cauldron.Cursor
-	if state.Step > 0 {
-		cursor = &state.Cursor
+	if r.state.Step > 0 {
+		cursor = &r.state.Cursor
 	}
-	streamOpts := cauldron.Options{Seed: cfg.Data.Seed, Shuffle: true, ShuffleWindow: cfg.Data.ShuffleWindow, Logger: log}
+	streamOpts := cauldron.Options{Seed: cfg.Data.Seed, Shuffle: true, ShuffleWindow: cfg.Data.ShuffleWindow, Logger: r.log}
 	if cfg.Train.MaxSteps <= 0 {
 		streamOpts.Epochs = cfg.Train.Epochs
 	}
 	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	r.ctx = runCtx
+	r.closers = append(r.closers, cancel)
 	enc, col := encodeOptions(cfg), collateOptions(cfg, data.PadRight)
-	pipe, err := NewPipeline(runCtx, srcs, streamOpts, cursor, proc, enc, col, cfg.Data.Workers)
-	if err != nil {
-		return nil, err
+	if r.pipe, err = NewPipeline(runCtx, srcs, streamOpts, cursor, r.proc, enc, col, cfg.Data.Workers); err != nil {
+		return err
 	}
-	defer pipe.Close()
-	pipe.Samples = state.Samples
+	r.closers = append(r.closers, r.pipe.Close)
+	r.pipe.Samples = r.state.Samples
+	return nil
+}
 
-	metrics, err := openMetrics(filepath.Join(out, "metrics.jsonl"), state.Step)
-	if err != nil {
-		return nil, err
+// setupMetrics opens metrics.jsonl, cut back to the resumed step.
+func (r *recipe) setupMetrics() error {
+	var err error
+	if r.metrics, err = openMetrics(filepath.Join(r.out, "metrics.jsonl"), r.state.Step); err != nil {
+		return err
 	}
-	defer metrics.Close()
+	r.closers = append(r.closers, func() { r.metrics.Close() })
+	return nil
+}
+
+// train runs the optimizer steps, with eval, generate_eval, metrics and checkpoints on their
+// schedules, then saves the final checkpoint, the adapter and loss.png.
+func (r *recipe) train() (*Result, error) {
+	cfg, out, m, st, pipe, groups, sched := r.cfg, r.out, r.m, r.st, r.pipe, r.groups, r.sched
+	state, total := &r.state, r.total
 	if cfg.Train.MemoryGuard && state.Step == 0 {
-		if err := guardMemory(os.Stderr, st, cfg, deviceMemory(cfg, backend.Describe(be))); err != nil {
+		if err := guardMemory(os.Stderr, st, cfg, deviceMemory(cfg, backend.Describe(r.be))); err != nil {
 			return nil, err
 		}
 	}
@@ -186,14 +266,14 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 			Samples: state.Samples}
 		point := CurvePoint{Step: state.Step, Loss: loss}
 		if cfg.Train.EvalEvery > 0 && len(cfg.Data.Eval) > 0 && state.Step%cfg.Train.EvalEvery == 0 {
-			ev, err := evalLoss(runCtx, st, cfg, proc, m.Config)
+			ev, err := evalLoss(r.ctx, st, cfg, r.proc, m.Config)
 			if err != nil {
 				return nil, fmt.Errorf("eval at step %d: %w", state.Step, err)
 			}
 			rec.EvalLoss, point.EvalLoss = ev, ev
 		}
 		if cfg.Train.GenerateEvery > 0 && state.Step%cfg.Train.GenerateEvery == 0 {
-			score, err := generateEval(runCtx, be, m, adapter, proc, cfg, state.Step)
+			score, err := generateEval(r.ctx, r.be, m, r.adapter, r.proc, cfg, state.Step)
 			if err != nil {
 				return nil, fmt.Errorf("generate_eval at step %d: %w", state.Step, err)
 			}
@@ -201,62 +281,41 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 		}
 		state.LossCurve = append(state.LossCurve, point)
 		if cfg.Train.LogEvery > 0 && state.Step%cfg.Train.LogEvery == 0 {
-			if err := metrics.Write(rec); err != nil {
+			if err := r.metrics.Write(rec); err != nil {
 				return nil, err
 			}
 		}
 		bar.Update(state.Step, loss)
 		state.Elapsed = elapsed0 + time.Since(start).Seconds()
 		if cfg.Train.SaveEvery > 0 && state.Step%cfg.Train.SaveEvery == 0 {
-			if _, err := st.SaveCheckpoint(out, state, cfg.Train.KeepLast); err != nil {
+			if _, err := st.SaveCheckpoint(out, *state, cfg.Train.KeepLast); err != nil {
 				return nil, fmt.Errorf("checkpoint at step %d: %w", state.Step, err)
 			}
 		}
 	}
 	bar.Done()
-	if _, err := st.SaveCheckpoint(out, state, cfg.Train.KeepLast); err != nil {
+	if _, err := st.SaveCheckpoint(out, *state, cfg.Train.KeepLast); err != nil {
 		return nil, err
 	}
 	res.Steps, res.Compiles = state.Step, st.Compiles()
-	if adapter != nil {
+	if r.adapter != nil {
 		res.AdapterDir = filepath.Join(out, "adapter")
-		if err := lora.Export(adapter, res.AdapterDir, full, dtypes.Float32); err != nil {
+		if err := lora.Export(r.adapter, res.AdapterDir, r.full, dtypes.Float32); err != nil {
 			return nil, err
 		}
 	}
-	if err := PlotLoss(filepath.Join(out, "loss.png"), state.LossCurve); err != nil {
-		log.Warn("loss curve not written", "err", err)
+	lrAt := func(step int) float64 { return groups[0].LR * sched.At(step-1) } // as the step applied it
+	if err := PlotLoss(filepath.Join(out, "loss.png"), runTitle(cfg), state.LossCurve, lrAt); err != nil {
+		r.log.Warn("loss curve not written", "err", err)
 	}
 	res.SkipSummary = pipe.Stats().Summary()
 	pipe.Stats().LogSummary()
-	log.Info("done", "steps", res.Steps, "first_loss", res.FirstLoss, "final_loss", res.FinalLoss, "compiles", res.Compiles, "data", res.SkipSummary)
+	r.log.Info("done", "steps", res.Steps, "first_loss", res.FirstLoss, "final_loss", res.FinalLoss, "compiles", res.Compiles, "data", res.SkipSummary)
 	return res, nil
 }
 
-func loadModel(c ModelConfig) (*model.Model, error) {
-	dtype := dtypes.Float32
-	if c.DType == "bfloat16" {
-		dtype = dtypes.BFloat16
-	}
-	cfg, err := model.LoadConfig(filepath.Join(c.Path, "config.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("model.path %s has no config.json: download the checkpoint (idefics2-download model HuggingFaceM4/idefics2-8b --out %s) or point model.path at an HF Idefics2 directory", c.Path, c.Path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if c.PerceiverEps > 0 {
-		cfg.SetPerceiverEps(c.PerceiverEps)
-	}
-	ck, err := model.OpenCheckpoint(c.Path)
-	if err != nil {
-		return nil, err
-	}
-	defer ck.Close()
-	m := model.New(cfg, dtype)
-	return m, m.LoadWeights(ck)
-}
-
+// newProcessor is the processor of the run: its tokenizer (the tokenization Idefics2 was
+// trained with) and the image settings of its data config.
 func newProcessor(cfg Config, mc model.Config) (*data.Processor, error) {
 	dir := cfg.Model.Tokenizer
 	if dir == "" {
@@ -267,29 +326,15 @@ func newProcessor(cfg Config, mc model.Config) (*data.Processor, error) {
 		return nil, err
 	}
 	ip := data.DefaultImageProcessorConfig()
-	ip.DoImageSplitting = cfg.Data.DoImageSplitting
 	ip.Size = data.ImageSize{LongestEdge: cfg.Data.LongestEdge, ShortestEdge: cfg.Data.ShortestEdge}
-	proc, err := data.NewProcessor(tok, ip)
-	if err != nil {
-		return nil, err
-	}
-	proc.ImageSeqLen = mc.Perceiver.NLatents
-	return proc, nil
+	return session.NewProcessor(tok, ip, cfg.Data.DoImageSplitting, mc)
 }
 
 func attach(m *model.Model, cfg Config) (*lora.Adapter, []string, error) {
 	var adapter *lora.Adapter
 	if cfg.LoRA.R > 0 {
-		lc := lora.Config{R: cfg.LoRA.R, LoraAlpha: cfg.LoRA.Alpha, LoraDropout: cfg.LoRA.Dropout,
-			TargetModules: lora.TargetModules{Regex: cfg.LoRA.TargetModules, Names: cfg.LoRA.TargetNames},
-			UseDoRA:       cfg.LoRA.UseDoRA, UseRSLoRA: cfg.LoRA.UseRSLoRA, InitLoraWeights: initKind(cfg.LoRA.Init),
-			RankPattern: cfg.LoRA.RankPattern, AlphaPattern: cfg.LoRA.AlphaPattern,
-			ModulesToSave: cfg.Train.ModulesToSave, Bias: "none", PeftType: "LORA", BaseModel: cfg.Model.Path}
-		if len(lc.TargetModules.Names) > 0 {
-			lc.TargetModules.Regex = ""
-		}
 		var err error
-		if adapter, err = lora.Attach(m, lc, cfg.Train.Seed); err != nil {
+		if adapter, err = lora.Attach(m, cfg.AdapterConfig(), cfg.Train.Seed); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -394,7 +439,8 @@ func evalLoss(ctx context.Context, st *Stepper, cfg Config, proc *data.Processor
 }
 
 // generateEval scores generated answers with an eval preset (the same code as idefics2-eval)
-// on the model as it is now, adapter included and dropout off.
+// on the model as it is now, adapter included and dropout off, decoding as the model's
+// generation_config.json says (eos, banned tokens), as idefics2-eval does.
 func generateEval(ctx context.Context, be backends.Backend, m *model.Model, adapter *lora.Adapter, proc *data.Processor, cfg Config, step int) (float64, error) {
 	ec := cfg.Train.GenerateEval
 	task, err := eval.ParseTask(ec.Task)
@@ -416,20 +462,15 @@ func generateEval(ctx context.Context, be backends.Backend, m *model.Model, adap
 	if err != nil {
 		return 0, err
 	}
-	pred := eval.NewModelPredictor(gen, proc.Tokenizer, proc.Images, model.DefaultGenerationConfig())
+	gc, err := session.GenerationConfig(cfg.Model.Path)
+	if err != nil {
+		return 0, err
+	}
+	pred := eval.NewModelPredictor(gen, proc.Tokenizer, proc.Images, gc)
 	ec.OutDir = filepath.Join(cfg.Train.OutputDir, fmt.Sprintf("eval-step-%07d", step))
 	rep, err := eval.Run(ctx, ec, src, pred)
 	if err != nil {
 		return 0, err
 	}
 	return rep.Score, nil
-}
-
-// initKind maps the config's init names to PEFT's init_lora_weights values.
-func initKind(s string) lora.InitKind {
-	switch s {
-	case "kaiming", "default", "true", "":
-		return "true"
-	}
-	return lora.InitKind(s)
 }

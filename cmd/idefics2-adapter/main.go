@@ -18,7 +18,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -30,10 +29,12 @@ import (
 	"time"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/idefics2/idefics2/config"
 	"github.com/idefics2/idefics2/internal/backend"
 	"github.com/idefics2/idefics2/internal/fixtures"
 	"github.com/idefics2/idefics2/lora"
 	"github.com/idefics2/idefics2/model"
+	"github.com/idefics2/idefics2/session"
 	"github.com/idefics2/idefics2/train"
 	"github.com/nlpodyssey/safetensors"
 )
@@ -46,12 +47,8 @@ commands:
   merge   base model + adapter → full Hugging Face checkpoint (sharded safetensors, index, config.json, generation_config.json)
   logits  forward pass on a stored batch → logits.safetensors (for comparisons with Python)
 
+every command also takes --config FILE and --set key=value (its flags are shorthands for config keys);
 run "idefics2-adapter <command> -h" for the flags of a command`
-
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
 func main() {
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
@@ -88,27 +85,29 @@ type usageError struct{ msg string }
 
 func (u usageError) Error() string { return u.msg }
 
-func newFlags(name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: idefics2-adapter %s %s\n", name, synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
+// newFlags starts a command's flags: shorthands for the keys of cfg, next to --config and --set.
+func newFlags(name, synopsis string, cfg any) *config.Flags {
+	return config.NewFlags("idefics2-adapter "+name, "usage: idefics2-adapter "+name+" "+synopsis, cfg)
 }
 
-func parseDType(s string, allowKeep bool) (dtypes.DType, error) {
-	switch strings.ToLower(s) {
-	case "float32", "f32", "fp32":
-		return dtypes.Float32, nil
-	case "bfloat16", "bf16":
-		return dtypes.BFloat16, nil
-	case "", "keep":
-		if allowKeep {
-			return dtypes.InvalidDType, nil
-		}
+// parse reads the command line into cfg; any problem with it is a usage error.
+func parse(fs *config.Flags, args []string, cfg any) error {
+	if err := fs.Parse(args, cfg); err != nil {
+		return usageError{err.Error()}
 	}
-	return 0, usageError{fmt.Sprintf("--dtype %q: use float32 or bfloat16", s)}
+	return nil
+}
+
+// parseDType reads a --dtype of written tensors; "keep" (the file's own) where allowed.
+func parseDType(s string, allowKeep bool) (dtypes.DType, error) {
+	if allowKeep && (s == "" || s == "keep") {
+		return dtypes.InvalidDType, nil
+	}
+	dt, err := model.ParseDType(s)
+	if err != nil {
+		return 0, usageError{err.Error()}
+	}
+	return dt, nil
 }
 
 // parseSize reads a shard size as transformers does: "5GB" = 5·10⁹ bytes, "2GiB" = 2·2³⁰,
@@ -135,20 +134,39 @@ func parseSize(s string) (int64, error) {
 
 // ---- export -------------------------------------------------------------------------------
 
+// exportConfig is the training config of the run (the LoRA settings, modules_to_save and base
+// model come from it, mapped exactly as the trainer maps them) and what to export.
+type exportConfig struct {
+	train.Config `mapstructure:",squash"`
+	Export       exportOptions `mapstructure:"export"`
+}
+
+type exportOptions struct {
+	Checkpoint    string `mapstructure:"checkpoint"`     // checkpoint-<step> directory, or the run's output directory
+	AdapterConfig string `mapstructure:"adapter_config"` // adapter_config.json with the run's LoRA settings, instead of --config
+	Base          string `mapstructure:"base"`           // base model directory; "" = model.path
+	Out           string `mapstructure:"out"`
+	DType         string `mapstructure:"dtype" check:"oneof=float32|bfloat16"`
+}
+
+// Validate leaves the training-only rules (data, steps) to the trainer.
+func (exportConfig) Validate() error { return nil }
+
 func runExport(args []string) error {
-	fs := newFlags("export", "--checkpoint DIR (--config train.yaml [--set k=v] | --adapter-config FILE --base DIR) --out DIR")
-	ckDir := fs.String("checkpoint", "", "a checkpoint-<step> directory of idefics2-train, or its output directory (the newest checkpoint is taken)")
-	trainCfg := fs.String("config", "", "the YAML config the run was trained with (gives the LoRA settings, modules_to_save and the base model)")
-	var sets multiFlag
-	fs.Var(&sets, "set", "override a key of --config, key=value (repeatable), as given to idefics2-train")
-	adapterCfg := fs.String("adapter-config", "", "an adapter_config.json with the run's LoRA settings, instead of --config")
-	base := fs.String("base", "", "base model directory (default: model.path of --config)")
-	out := fs.String("out", "", "output adapter directory (required)")
-	dt := fs.String("dtype", "float32", "dtype of the written tensors: float32 or bfloat16")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	ec := exportConfig{Config: train.Defaults(), Export: exportOptions{DType: "float32"}}
+	fs := newFlags("export", "--checkpoint DIR (--config train.yaml [--set k=v] | --adapter-config FILE --base DIR) --out DIR", &ec)
+	fs.Bind("checkpoint", "export.checkpoint", "a checkpoint-<step> directory of idefics2-train, or its output directory (the newest checkpoint is taken)")
+	fs.Bind("adapter-config", "export.adapter_config", "an adapter_config.json with the run's LoRA settings, instead of --config (the YAML config the run was trained with)")
+	fs.Bind("base", "export.base", "base model directory (default: model.path of --config)")
+	fs.Bind("out", "export.out", "output adapter directory (required)")
+	fs.Bind("dtype", "export.dtype", "dtype of the written tensors: float32 or bfloat16")
+	if err := parse(fs, args, &ec); err != nil {
+		return err
 	}
-	if *ckDir != "" && *trainCfg == "" && *adapterCfg == "" {
+	trainCfg := fs.ConfigPath()
+	eo := ec.Export
+	ckDir, adapterCfg, base, out := &eo.Checkpoint, &eo.AdapterConfig, &eo.Base, &eo.Out
+	if *ckDir != "" && trainCfg == "" && *adapterCfg == "" {
 		// idefics2-train writes the adapter's config into every checkpoint.
 		if path, err := checkpointFile(*ckDir); err == nil {
 			if own := filepath.Join(filepath.Dir(path), "adapter_config.json"); fileExists(own) {
@@ -161,26 +179,22 @@ func runExport(args []string) error {
 			}
 		}
 	}
-	if *ckDir == "" || *out == "" || (*trainCfg == "") == (*adapterCfg == "") {
+	if *ckDir == "" || *out == "" || (trainCfg == "") == (*adapterCfg == "") {
 		fs.Usage()
 		return usageError{"--checkpoint, --out and one of --config / --adapter-config are required (checkpoints written by idefics2-train carry their adapter_config.json)"}
 	}
-	dtype, err := parseDType(*dt, false)
+	dtype, err := parseDType(eo.DType, false)
 	if err != nil {
 		return err
 	}
 	var cfg lora.Config
-	if *trainCfg != "" {
-		tc, err := train.LoadConfig(*trainCfg, sets)
-		if err != nil {
-			return err
+	if trainCfg != "" {
+		if ec.LoRA.R <= 0 {
+			return fmt.Errorf("%s: lora.r is %d: the run trained no LoRA adapter, so there is no PEFT adapter to export", trainCfg, ec.LoRA.R)
 		}
-		if tc.LoRA.R <= 0 {
-			return fmt.Errorf("%s: lora.r is %d: the run trained no LoRA adapter, so there is no PEFT adapter to export", *trainCfg, tc.LoRA.R)
-		}
-		cfg = loraConfig(tc)
+		cfg = ec.AdapterConfig()
 		if *base == "" {
-			*base = tc.Model.Path
+			*base = ec.Model.Path
 		}
 	} else {
 		if cfg, err = lora.ReadConfig(*adapterCfg); err != nil {
@@ -229,18 +243,6 @@ func runExport(args []string) error {
 	return nil
 }
 
-// loraConfig is the adapter configuration idefics2-train builds from its YAML config.
-func loraConfig(tc train.Config) lora.Config {
-	c := lora.Config{R: tc.LoRA.R, LoraAlpha: tc.LoRA.Alpha, LoraDropout: tc.LoRA.Dropout,
-		TargetModules: lora.TargetModules{Regex: tc.LoRA.TargetModules, Names: tc.LoRA.TargetNames},
-		UseDoRA:       tc.LoRA.UseDoRA, UseRSLoRA: tc.LoRA.UseRSLoRA, InitLoraWeights: lora.InitKind(tc.LoRA.Init),
-		ModulesToSave: tc.Train.ModulesToSave, Bias: "none", PeftType: "LORA", BaseModel: tc.Model.Path}
-	if len(c.TargetModules.Names) > 0 {
-		c.TargetModules.Regex = ""
-	}
-	return c
-}
-
 // checkpointFile finds trainer_state.safetensors in a checkpoint directory, or in the newest
 // checkpoint of a run's output directory.
 func checkpointFile(dir string) (string, error) {
@@ -256,20 +258,33 @@ func checkpointFile(dir string) (string, error) {
 
 // ---- import -------------------------------------------------------------------------------
 
+type importConfig struct {
+	Import struct {
+		Base    string `mapstructure:"base"`
+		Adapter string `mapstructure:"adapter"`
+		Out     string `mapstructure:"out"`
+		DType   string `mapstructure:"dtype" check:"oneof=keep|float32|bfloat16"`
+	} `mapstructure:"import"`
+}
+
 func runImport(args []string) error {
-	fs := newFlags("import", "--base DIR --adapter DIR [--out DIR] [--dtype keep|float32|bfloat16]")
-	base := fs.String("base", "", "base model directory (config.json) the adapter is for (required)")
-	adapter := fs.String("adapter", "", "PEFT adapter directory (required)")
-	out := fs.String("out", "", "write the adapter here with PEFT's exact key format (base_model.model. prefix, no adapter-name infix)")
-	dt := fs.String("dtype", "keep", "dtype of the tensors written with --out: keep, float32 or bfloat16")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	var ic importConfig
+	ic.Import.DType = "keep"
+	fs := newFlags("import", "--base DIR --adapter DIR [--out DIR] [--dtype keep|float32|bfloat16]", &ic)
+	fs.Bind("base", "import.base", "base model directory (config.json) the adapter is for (required)")
+	fs.Bind("adapter", "import.adapter", "PEFT adapter directory (required)")
+	fs.Bind("out", "import.out", "write the adapter here with PEFT's exact key format (base_model.model. prefix, no adapter-name infix)")
+	fs.Bind("dtype", "import.dtype", "dtype of the tensors written with --out: keep, float32 or bfloat16")
+	if err := parse(fs, args, &ic); err != nil {
+		return err
 	}
+	o := ic.Import
+	base, adapter, out := &o.Base, &o.Adapter, &o.Out
 	if *base == "" || *adapter == "" {
 		fs.Usage()
 		return usageError{"--base and --adapter are required"}
 	}
-	dtype, err := parseDType(*dt, true)
+	dtype, err := parseDType(o.DType, true)
 	if err != nil {
 		return err
 	}
@@ -355,22 +370,37 @@ func scalingOf(c lora.Config) float64 {
 
 // ---- merge --------------------------------------------------------------------------------
 
+type mergeConfig struct {
+	Merge struct {
+		Base         string `mapstructure:"base"`
+		Adapter      string `mapstructure:"adapter"`
+		Out          string `mapstructure:"out"`
+		DType        string `mapstructure:"dtype" check:"oneof=float32|bfloat16"`
+		MaxShardSize string `mapstructure:"max_shard_size"`
+		Quiet        bool   `mapstructure:"quiet"`
+	} `mapstructure:"merge"`
+}
+
 func runMerge(args []string) error {
-	fs := newFlags("merge", "--base DIR --adapter DIR --out DIR [--dtype bfloat16|float32] [--max-shard-size 5GB]")
-	base := fs.String("base", "", "base model directory (config.json + safetensors) (required)")
-	adapter := fs.String("adapter", "", "PEFT adapter directory (required)")
-	out := fs.String("out", "", "output directory for the merged model; must not exist or be empty (required)")
-	dt := fs.String("dtype", "bfloat16", "dtype of the written weights: bfloat16 or float32")
-	shard := fs.String("max-shard-size", "5GB", "largest shard, as transformers' max_shard_size (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰)")
-	quiet := fs.Bool("quiet", false, "do not report each shard")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	var mc mergeConfig
+	mc.Merge.DType, mc.Merge.MaxShardSize = "bfloat16", "5GB"
+	fs := newFlags("merge", "--base DIR --adapter DIR --out DIR [--dtype bfloat16|float32] [--max-shard-size 5GB]", &mc)
+	fs.Bind("base", "merge.base", "base model directory (config.json + safetensors) (required)")
+	fs.Bind("adapter", "merge.adapter", "PEFT adapter directory (required)")
+	fs.Bind("out", "merge.out", "output directory for the merged model; must not exist or be empty (required)")
+	fs.Bind("dtype", "merge.dtype", "dtype of the written weights: bfloat16 or float32")
+	fs.Bind("max-shard-size", "merge.max_shard_size", "largest shard, as transformers' max_shard_size (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰)")
+	fs.Bind("quiet", "merge.quiet", "do not report each shard")
+	if err := parse(fs, args, &mc); err != nil {
+		return err
 	}
+	o := mc.Merge
+	base, adapter, out, shard, quiet := &o.Base, &o.Adapter, &o.Out, &o.MaxShardSize, &o.Quiet
 	if *base == "" || *adapter == "" || *out == "" {
 		fs.Usage()
 		return usageError{"--base, --adapter and --out are required"}
 	}
-	dtype, err := parseDType(*dt, false)
+	dtype, err := parseDType(o.DType, false)
 	if err != nil {
 		return err
 	}
@@ -415,44 +445,37 @@ func peakRSS() float64 {
 
 // ---- logits -------------------------------------------------------------------------------
 
+type logitsConfig struct {
+	Model  session.Options `mapstructure:"model"`
+	Logits struct {
+		Inputs string `mapstructure:"inputs"`
+		Out    string `mapstructure:"out"`
+	} `mapstructure:"logits"`
+}
+
 func runLogits(args []string) error {
-	fs := newFlags("logits", "--model DIR [--adapter DIR] --inputs FILE --out FILE")
-	dir := fs.String("model", "", "model directory (required)")
-	adapter := fs.String("adapter", "", "PEFT adapter directory to apply")
-	inputs := fs.String("inputs", "", "safetensors with input_ids, attention_mask [, pixel_values, pixel_attention_mask] (required)")
-	out := fs.String("out", "", "where to write the logits (safetensors, key \"logits\", F32 [B,T,V]) (required)")
-	dt := fs.String("dtype", "float32", "compute dtype: float32 or bfloat16")
-	be := fs.String("backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else XLA if a plugin loads, else pure Go)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	lc := logitsConfig{Model: session.Options{DType: "float32"}}
+	fs := newFlags("logits", "--model DIR [--adapter DIR] --inputs FILE --out FILE", &lc)
+	fs.Bind("model", "model.path", "model directory (required)")
+	fs.Bind("adapter", "model.adapter", "PEFT adapter directory to apply")
+	fs.Bind("inputs", "logits.inputs", "safetensors with input_ids, attention_mask [, pixel_values, pixel_attention_mask] (required)")
+	fs.Bind("out", "logits.out", "where to write the logits (safetensors, key \"logits\", F32 [B,T,V]) (required)")
+	fs.Bind("dtype", "model.dtype", "compute dtype: float32 or bfloat16")
+	fs.Bind("backend", "model.backend", "GoMLX backend (default: $GOMLX_BACKEND, else XLA if a plugin loads, else pure Go)")
+	if err := parse(fs, args, &lc); err != nil {
+		return err
 	}
-	if *dir == "" || *inputs == "" || *out == "" {
+	inputs, out := &lc.Logits.Inputs, &lc.Logits.Out
+	if *inputs == "" || *out == "" {
 		fs.Usage()
 		return usageError{"--model, --inputs and --out are required"}
 	}
-	dtype, err := parseDType(*dt, false)
+	m, err := session.LoadModel(lc.Model.Path, lc.Model.DType, lc.Model.PerceiverEps)
 	if err != nil {
 		return err
 	}
-	m, err := model.Load(*dir, dtype)
-	if err != nil {
-		return err
-	}
-	if *adapter != "" {
-		ad, err := lora.OpenAdapterDir(*adapter, m.Config) // one-line diagnostics before attaching
-		if err != nil {
-			return err
-		}
-		ad.Close()
-		cfg, err := lora.ReadConfig(filepath.Join(*adapter, lora.ConfigFile))
-		if err != nil {
-			return err
-		}
-		a, err := lora.Attach(m, cfg, 0)
-		if err != nil {
-			return err
-		}
-		if err := lora.LoadAdapterWeights(a, filepath.Join(*adapter, lora.WeightsFile)); err != nil {
+	if lc.Model.Adapter != "" {
+		if _, err := session.LoadAdapter(m, lc.Model.Adapter); err != nil {
 			return err
 		}
 	}
@@ -469,7 +492,7 @@ func runLogits(args []string) error {
 	if err != nil {
 		return err
 	}
-	backendHandle, err := backend.New(*be)
+	backendHandle, err := backend.New(lc.Model.Backend)
 	if err != nil {
 		return err
 	}

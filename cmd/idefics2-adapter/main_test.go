@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/idefics2/idefics2/internal/fixtures"
 	"github.com/idefics2/idefics2/lora"
 	"github.com/idefics2/idefics2/model"
+	"github.com/idefics2/idefics2/train"
 	"github.com/nlpodyssey/safetensors"
 )
 
@@ -34,6 +36,13 @@ func baseFixture(t *testing.T) string {
 // trainedAdapter attaches cfg to the base, gives every trainable tensor random values and
 // returns them by trainer name (as idefics2-train's checkpoints name them).
 func trainedAdapter(t *testing.T, base string, cfg lora.Config) map[string]*tensors.Tensor {
+	params, _, _ := trainedModel(t, base, cfg)
+	return params
+}
+
+// trainedModel is trainedAdapter, also returning the adapter holding those values and the names
+// of the fully trained tensors, as the trainer has them at the end of a run.
+func trainedModel(t *testing.T, base string, cfg lora.Config) (map[string]*tensors.Tensor, *lora.Adapter, []string) {
 	t.Helper()
 	m, err := model.Load(base, dtypes.Float32)
 	if err != nil {
@@ -55,9 +64,18 @@ func trainedAdapter(t *testing.T, base string, cfg lora.Config) map[string]*tens
 			}
 		}
 	}
+	var full []string
+	for _, p := range m.Config.Params() {
+		for _, s := range saved {
+			if strings.HasPrefix(p.Name, s+".") {
+				full = append(full, p.Name)
+			}
+		}
+	}
 	rng := rand.New(rand.NewPCG(9, 9))
 	out := map[string]*tensors.Tensor{}
-	for n, v := range vars {
+	for _, n := range sortedKeys(vars) {
+		v := vars[n]
 		val := tensors.FromShape(v.Shape())
 		tensors.MustMutableFlatData(val, func(f []float32) {
 			for i := range f {
@@ -65,8 +83,11 @@ func trainedAdapter(t *testing.T, base string, cfg lora.Config) map[string]*tens
 			}
 		})
 		out[n] = val
+		if err := v.SetValue(val); err != nil {
+			t.Fatal(err)
+		}
 	}
-	return out
+	return out, a, full
 }
 
 // writeCheckpoint writes a checkpoint directory as idefics2-train does (param/, exp_avg/,
@@ -92,6 +113,31 @@ func writeCheckpoint(t *testing.T, dir string, params map[string]*tensors.Tensor
 	if err := os.WriteFile(filepath.Join(dir, "trainer_state.json"), []byte(`{"step": 3}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// writeTrainYAML writes the training config of a run on base (LoRA r 4, α 8 on the modules the
+// regex selects, connector fully trained) into dir.
+func writeTrainYAML(t *testing.T, dir, base, regex string) string {
+	t.Helper()
+	path := filepath.Join(dir, "train.yaml")
+	err := os.WriteFile(path, []byte(`model:
+  path: `+base+`
+data:
+  train:
+    - {kind: cauldron, path: nowhere}
+lora:
+  r: 4
+  alpha: 8
+  dropout: 0.05
+  target_modules: '`+regex+`'
+train:
+  modules_to_save: [connector]
+  max_steps: 3
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func checkImported(t *testing.T, base, adapterDir string, want map[string]*tensors.Tensor) {
@@ -143,24 +189,7 @@ func TestExportCheckpoint(t *testing.T) {
 	run := filepath.Join(tmp, "run")
 	writeCheckpoint(t, filepath.Join(run, "checkpoint-0000003"), params)
 
-	yaml := filepath.Join(tmp, "train.yaml")
-	err := os.WriteFile(yaml, []byte(`model:
-  path: `+base+`
-data:
-  train:
-    - {kind: cauldron, path: nowhere}
-lora:
-  r: 4
-  alpha: 8
-  dropout: 0.05
-  target_modules: '`+cfg.TargetModules.Regex+`'
-train:
-  modules_to_save: [connector]
-  max_steps: 3
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
+	yaml := writeTrainYAML(t, tmp, base, cfg.TargetModules.Regex)
 	out := filepath.Join(tmp, "adapter")
 	if err := runExport([]string{"--checkpoint", run, "--config", yaml, "--out", out}); err != nil {
 		t.Fatal(err)
@@ -223,4 +252,63 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) accepted", s)
 		}
 	}
+}
+
+// TestExportMatchesTrainer: `export --config` with rank and alpha patterns and kaiming init
+// writes exactly what the trainer writes for the same run (the same adapter_config.json and
+// the same tensors, byte for byte), because both map the training config through
+// train.Config.AdapterConfig and write through lora.WriteAdapterDir. PEFT's spelling of
+// kaiming is init_lora_weights=true.
+func TestExportMatchesTrainer(t *testing.T) {
+	base := baseFixture(t)
+	tmp := t.TempDir()
+	yaml := writeTrainYAML(t, tmp, base, `.*(text_model|modality_projection|perceiver_resampler).*(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj).*$`)
+	sets := []string{"lora.rank_pattern={v_proj: 3}", "lora.alpha_pattern={down_proj: 2.5}", "lora.init=kaiming"}
+	tc, err := train.LoadConfig(yaml, sets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params, a, full := trainedModel(t, base, tc.AdapterConfig())
+	// What the trainer writes at the end of the run: lora.Export of the attached adapter.
+	trained := filepath.Join(tmp, "trained")
+	if err := lora.Export(a, trained, full, dtypes.Float32); err != nil {
+		t.Fatal(err)
+	}
+
+	run := filepath.Join(tmp, "run")
+	writeCheckpoint(t, filepath.Join(run, "checkpoint-0000003"), params)
+	out := filepath.Join(tmp, "exported")
+	args := []string{"--checkpoint", run, "--config", yaml, "--out", out}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	if err := runExport(args); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{lora.ConfigFile, lora.WeightsFile} {
+		want, _ := os.ReadFile(filepath.Join(trained, f))
+		got, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s differs between export and the trainer:\n%.600s\n%.600s", f, got, want)
+		}
+	}
+	js, _ := os.ReadFile(filepath.Join(out, lora.ConfigFile))
+	for _, want := range []string{`"init_lora_weights": true`, `"v_proj": 3`, `"down_proj": 2.5`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("adapter_config.json lacks %s:\n%s", want, js)
+		}
+	}
+	checkImported(t, base, out, params)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

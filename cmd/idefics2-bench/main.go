@@ -11,7 +11,7 @@
 package main
 
 import (
-	"flag"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,38 +19,79 @@ import (
 	"strings"
 
 	"github.com/idefics2/idefics2/bench"
+	"github.com/idefics2/idefics2/config"
 )
+
+// Config is what to measure (the bench section) and where the results go.
+type Config struct {
+	Bench struct {
+		Size           string   `mapstructure:"size" check:"nonempty"`
+		DType          string   `mapstructure:"dtype" check:"oneof=float32|bfloat16"`
+		Backend        string   `mapstructure:"backend"`
+		Batch          int      `mapstructure:"batch" check:"min=1"`
+		TextTokens     int      `mapstructure:"text_tokens" check:"min=1"`
+		ImageSize      int      `mapstructure:"image_size" check:"min=0"`
+		NewTokens      int      `mapstructure:"new_tokens" check:"min=1"`
+		Iters          int      `mapstructure:"iters" check:"min=1"`
+		Sections       []string `mapstructure:"sections"`
+		PeakTFLOPS     float64  `mapstructure:"peak_tflops" check:"min=0"`
+		LoRARank       int      `mapstructure:"lora_rank" check:"min=1"`
+		StockGradients bool     `mapstructure:"stock_gradients"`
+		CompileOnly    bool     `mapstructure:"compile_only"`
+		Splitting      bool     `mapstructure:"splitting"`
+		Attention      string   `mapstructure:"attention" check:"oneof=blocked|eager"`
+		Checkpointing  bool     `mapstructure:"checkpointing"`
+		LoRAVision     bool     `mapstructure:"lora_vision"`
+		Out            string   `mapstructure:"out"`
+		Compare        string   `mapstructure:"compare"`
+		CPUProfile     string   `mapstructure:"cpuprofile"`
+	} `mapstructure:"bench"`
+}
+
+const usage = `usage: idefics2-bench [--size tiny|small|8b|config.json[,...]] [--out FILE] [--set bench.key=value ...]
+       idefics2-bench --compare OURS.json,HF.json`
 
 func main() {
 	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "idefics2-bench:", err)
+		if !errors.Is(err, config.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "idefics2-bench:", err)
+		}
 		os.Exit(1)
 	}
 }
 
 func run() error {
 	d := bench.DefaultOptions()
-	size := flag.String("size", d.Size, "model configuration: tiny (the committed test fixture), small (~100M), 8b (Idefics2-8B shapes), or a config.json path; a comma list runs several")
-	dtype := flag.String("dtype", d.DType, "compute dtype: float32 or bfloat16")
-	be := flag.String("backend", "", "backend configuration (default $GOMLX_BACKEND, else XLA if a plugin loads, else the pure Go backend)")
-	batch := flag.Int("batch", d.Batch, "rows per batch (each with one image)")
-	text := flag.Int("text-tokens", d.TextTokens, "text tokens per row; the row also holds the image's latents+2 tokens")
-	image := flag.Int("image-size", 0, "image side in pixels (0: the config's image_size, i.e. full resolution)")
-	newTok := flag.Int("new-tokens", d.NewTokens, "tokens per generate call")
-	iters := flag.Int("iters", d.Iters, "timed repetitions per section, after one warm-up call")
-	sections := flag.String("sections", strings.Join(d.Sections, ","), "sections to run: forward, train, generate")
-	peak := flag.Float64("peak-tflops", 0, "peak dense TFLOP/s for MFU (default: a table of GPUs; none for CPUs)")
-	rank := flag.Int("lora-rank", d.LoRARank, "LoRA rank of the train step")
-	out := flag.String("out", "", "JSON output file (with several sizes: a directory, one ours-<size>.json each)")
-	compare := flag.String("compare", "", "OURS.json,HF.json: print the side-by-side table with ratios and exit")
-	cpuprofile := flag.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
-	stock := flag.Bool("stock-gradients", false, "train step with GoMLX's own gradient rules (to measure internal/gradpatch; XLA backends only)")
-	compileOnly := flag.Bool("compile-only", false, "compile the train step without running it and report XLA's memory plan (train.device_peak_bytes, train.graphs); weights are declared by shape only, so --size 8b fits a small host")
-	splitting := flag.Bool("splitting", false, "5 images per row (image splitting: 4 crops + the whole image, padded to --image-size)")
-	attention := flag.String("attention", d.Attention, "attention: blocked (memory-efficient) or eager (HF's eager attention as written)")
-	checkpointing := flag.Bool("checkpointing", d.Checkpointing, "recompute decoder and vision layers in the backward pass (gradient checkpointing)")
-	loraVision := flag.Bool("lora-vision", false, "LoRA on the vision tower too (the model card's recipe, configs/sft-card.yaml)")
-	flag.Parse()
+	var cfg Config
+	b := &cfg.Bench
+	b.Size, b.DType, b.Batch, b.TextTokens, b.NewTokens, b.Iters = d.Size, d.DType, d.Batch, d.TextTokens, d.NewTokens, d.Iters
+	b.Sections, b.LoRARank = d.Sections, d.LoRARank
+	b.Attention, b.Checkpointing = d.Attention, d.Checkpointing
+	fs := config.NewFlags("idefics2-bench", usage, &cfg)
+	fs.Bind("size", "bench.size", "model configuration: tiny (the committed test fixture), small (~100M), 8b (Idefics2-8B shapes), or a config.json path; a comma list runs several")
+	fs.Bind("dtype", "bench.dtype", "compute dtype: float32 or bfloat16")
+	fs.Bind("backend", "bench.backend", "backend configuration (default $GOMLX_BACKEND, else XLA if a plugin loads, else the pure Go backend)")
+	fs.Bind("batch", "bench.batch", "rows per batch (each with one image)")
+	fs.Bind("text-tokens", "bench.text_tokens", "text tokens per row; the row also holds the image's latents+2 tokens")
+	fs.Bind("image-size", "bench.image_size", "image side in pixels (0: the config's image_size, i.e. full resolution)")
+	fs.Bind("new-tokens", "bench.new_tokens", "tokens per generate call")
+	fs.Bind("iters", "bench.iters", "timed repetitions per section, after one warm-up call")
+	fs.Bind("sections", "bench.sections", "sections to run: forward, train, generate (a comma list)")
+	fs.Bind("peak-tflops", "bench.peak_tflops", "peak dense TFLOP/s for MFU (default: a table of GPUs; none for CPUs)")
+	fs.Bind("lora-rank", "bench.lora_rank", "LoRA rank of the train step")
+	fs.Bind("out", "bench.out", "JSON output file (with several sizes: a directory, one ours-<size>.json each)")
+	fs.Bind("compare", "bench.compare", "OURS.json,HF.json: print the side-by-side table with ratios and exit")
+	fs.Bind("cpuprofile", "bench.cpuprofile", "write a Go CPU profile of the run to this file")
+	fs.Bind("stock-gradients", "bench.stock_gradients", "train step with GoMLX's own gradient rules (to measure internal/gradpatch; XLA backends only)")
+	fs.Bind("compile-only", "bench.compile_only", "compile the train step without running it and report XLA's memory plan (train.device_peak_bytes, train.graphs); weights are declared by shape only, so --size 8b fits a small host")
+	fs.Bind("splitting", "bench.splitting", "5 images per row (image splitting: 4 crops + the whole image, padded to --image-size)")
+	fs.Bind("attention", "bench.attention", "attention: blocked (memory-efficient) or eager (HF's eager attention as written)")
+	fs.Bind("checkpointing", "bench.checkpointing", "recompute decoder and vision layers in the backward pass (gradient checkpointing)")
+	fs.Bind("lora-vision", "bench.lora_vision", "LoRA on the vision tower too (the model card's recipe, configs/sft-card.yaml)")
+	if err := fs.Parse(os.Args[1:], &cfg); err != nil {
+		return err
+	}
+	cpuprofile, compare, out := &b.CPUProfile, &b.Compare, &b.Out
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -64,7 +105,7 @@ func run() error {
 	}
 
 	if *compare != "" {
-		a, b, ok := strings.Cut(*compare, ",")
+		a, h, ok := strings.Cut(*compare, ",")
 		if !ok {
 			return fmt.Errorf("-compare wants OURS.json,HF.json")
 		}
@@ -72,7 +113,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		hf, err := bench.ReadResult(b)
+		hf, err := bench.ReadResult(h)
 		if err != nil {
 			return err
 		}
@@ -80,15 +121,18 @@ func run() error {
 		return nil
 	}
 
-	sizes := strings.Split(*size, ",")
+	sizes := strings.Split(b.Size, ",")
 	for _, s := range sizes {
 		o := d
-		o.Size, o.DType, o.Backend = s, *dtype, *be
-		o.StockGradients = *stock
-		o.CompileOnly, o.Splitting, o.Attention, o.Checkpointing, o.LoRAVision = *compileOnly, *splitting, *attention, *checkpointing, *loraVision
-		o.Batch, o.TextTokens, o.ImageSize, o.NewTokens, o.Iters = *batch, *text, *image, *newTok, *iters
-		o.Sections = strings.Split(*sections, ",")
-		o.PeakTFLOPS, o.LoRARank = *peak, *rank
+		o.Size, o.DType, o.Backend = s, b.DType, b.Backend
+		o.StockGradients = b.StockGradients
+		o.CompileOnly, o.Splitting, o.Attention, o.Checkpointing, o.LoRAVision = b.CompileOnly, b.Splitting, b.Attention, b.Checkpointing, b.LoRAVision
+		o.Batch, o.TextTokens, o.ImageSize, o.NewTokens, o.Iters = b.Batch, b.TextTokens, b.ImageSize, b.NewTokens, b.Iters
+		o.Sections = nil
+		for _, sec := range b.Sections { // --sections forward,train or repeated --sections
+			o.Sections = append(o.Sections, strings.Split(sec, ",")...)
+		}
+		o.PeakTFLOPS, o.LoRARank = b.PeakTFLOPS, b.LoRARank
 		path := ""
 		if *out != "" {
 			path = *out

@@ -2,6 +2,7 @@
 // a LoRA/DoRA adapter), decoding with a KV cache on the host loop HF generate uses.
 //
 //	idefics2-generate --model DIR [--adapter DIR] --image page.png [--image b.jpg] --prompt "What is the total?"
+//	idefics2-generate --config FILE [--set generate.max_new_tokens=64]
 //
 // The prompt becomes one user turn of the chat template (images first, then the text) with the
 // generation prompt, as HF's processor.apply_chat_template does; --raw takes the prompt as the
@@ -12,59 +13,80 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/idefics2/idefics2/config"
 	"github.com/idefics2/idefics2/data"
 	"github.com/idefics2/idefics2/eval"
-	"github.com/idefics2/idefics2/internal/infer"
+	"github.com/idefics2/idefics2/session"
 )
 
-type multiFlag []string
+// Config is the model to load and what to generate.
+type Config struct {
+	Model    session.Options `mapstructure:"model"`
+	Generate Options         `mapstructure:"generate"`
+}
 
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+// Options are one generation request and its decoding settings.
+type Options struct {
+	Prompt            string   `mapstructure:"prompt" check:"nonempty"`
+	Images            []string `mapstructure:"images"`
+	Raw               bool     `mapstructure:"raw"`
+	Splitting         string   `mapstructure:"splitting" check:"oneof=|on|off"`
+	MaxNewTokens      int      `mapstructure:"max_new_tokens" check:"min=1"`
+	Sample            bool     `mapstructure:"sample"`
+	Temperature       float64  `mapstructure:"temperature" check:"gt=0"`
+	TopK              int      `mapstructure:"top_k" check:"min=-1"`
+	TopP              float64  `mapstructure:"top_p" check:"gt=0,max=1"`
+	RepetitionPenalty float64  `mapstructure:"repetition_penalty" check:"gt=0"`
+	Seed              uint64   `mapstructure:"seed"`
+	Stats             bool     `mapstructure:"stats"`
+}
+
+const usage = `usage: idefics2-generate --model DIR [--adapter DIR] [--image FILE ...] --prompt TEXT
+       idefics2-generate --config FILE [--set generate.prompt=TEXT ...]`
 
 func main() {
-	var o infer.Options
-	var images multiFlag
-	flag.StringVar(&o.Model, "model", "", "Hugging Face model directory (required)")
-	flag.StringVar(&o.Adapter, "adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)")
-	flag.StringVar(&o.Tokenizer, "tokenizer", "", "tokenizer directory (default: the model directory)")
-	flag.StringVar(&o.Compat, "tokenizer-compat", "trained", "tokenizer behaviour: trained (transformers 4.40, how Idefics2 was trained) or transformers5")
-	flag.StringVar(&o.DType, "dtype", "float32", "compute dtype: float32 or bfloat16")
-	flag.StringVar(&o.Backend, "backend", "", "GoMLX backend (default: $GOMLX_BACKEND, else XLA if a PJRT plugin loads, else the pure Go backend)")
-	flag.Var(&images, "image", "image file (repeatable; order = prompt order)")
-	prompt := flag.String("prompt", "", "the question or instruction")
-	raw := flag.Bool("raw", false, "use --prompt as the full model text (chat template already applied, literal <image> placeholders)")
-	splitting := flag.String("splitting", "", "image splitting: on, off, or empty for preprocessor_config.json's setting")
-	maxNew := flag.Int("max-new-tokens", 256, "maximum number of new tokens")
-	sample := flag.Bool("sample", false, "sample instead of greedy decoding")
-	temp := flag.Float64("temperature", 1, "sampling temperature")
-	topK := flag.Int("top-k", -1, "top-k when sampling (-1: generation_config.json's, else HF's 50; 0 disables)")
-	topP := flag.Float64("top-p", 1, "nucleus sampling threshold")
-	rep := flag.Float64("repetition-penalty", 1, "repetition penalty (HF semantics, also applies to greedy)")
-	seed := flag.Uint64("seed", 0, "sampling seed")
-	stats := flag.Bool("stats", false, "print timing and compile counts to stderr")
-	flag.Parse()
-	if o.Model == "" || *prompt == "" {
-		fmt.Fprintln(os.Stderr, "usage: idefics2-generate --model DIR [--adapter DIR] [--image FILE ...] --prompt TEXT")
-		flag.PrintDefaults()
+	cfg := Config{Model: session.Options{DType: "float32", Compat: "trained"},
+		Generate: Options{MaxNewTokens: 256, Temperature: 1, TopK: -1, TopP: 1, RepetitionPenalty: 1}}
+	fs := config.NewFlags("idefics2-generate", usage, &cfg)
+	fs.Bind("model", "model.path", "Hugging Face model directory (required)")
+	fs.Bind("adapter", "model.adapter", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)")
+	fs.Bind("tokenizer", "model.tokenizer", "tokenizer directory (default: the model directory)")
+	fs.Bind("tokenizer-compat", "model.tokenizer_compat", "tokenizer behaviour: trained (transformers 4.40, how Idefics2 was trained) or transformers5")
+	fs.Bind("dtype", "model.dtype", "compute dtype: float32 or bfloat16")
+	fs.Bind("backend", "model.backend", "GoMLX backend (default: $GOMLX_BACKEND, else XLA if a PJRT plugin loads, else the pure Go backend)")
+	fs.Bind("image", "generate.images", "image file (order = prompt order)")
+	fs.Bind("prompt", "generate.prompt", "the question or instruction")
+	fs.Bind("raw", "generate.raw", "use --prompt as the full model text (chat template already applied, literal <image> placeholders)")
+	fs.Bind("splitting", "generate.splitting", "image splitting: on, off, or empty for preprocessor_config.json's setting")
+	fs.Bind("max-new-tokens", "generate.max_new_tokens", "maximum number of new tokens")
+	fs.Bind("sample", "generate.sample", "sample instead of greedy decoding")
+	fs.Bind("temperature", "generate.temperature", "sampling temperature")
+	fs.Bind("top-k", "generate.top_k", "top-k when sampling (-1: generation_config.json's, else HF's 50; 0 disables)")
+	fs.Bind("top-p", "generate.top_p", "nucleus sampling threshold")
+	fs.Bind("repetition-penalty", "generate.repetition_penalty", "repetition penalty (HF semantics, also applies to greedy)")
+	fs.Bind("seed", "generate.seed", "sampling seed")
+	fs.Bind("stats", "generate.stats", "print timing and compile counts to stderr")
+	if err := fs.Parse(os.Args[1:], &cfg); err != nil {
+		if !errors.Is(err, config.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "idefics2-generate:", err)
+		}
 		os.Exit(2)
 	}
-	if err := run(o, images, *prompt, *raw, *splitting, *maxNew, *sample, *temp, *topK, *topP, *rep, *seed, *stats); err != nil {
+	if err := run(cfg.Model, cfg.Generate); err != nil {
 		fmt.Fprintln(os.Stderr, "idefics2-generate:", err)
 		os.Exit(1)
 	}
 }
 
-func run(o infer.Options, images []string, prompt string, raw bool, splitting string, maxNew int, sample bool,
-	temp float64, topK int, topP, rep float64, seed uint64, stats bool) error {
+func run(o session.Options, g Options) error {
 	start := time.Now()
-	s, err := infer.Load(o)
+	s, err := session.Load(o)
 	if err != nil {
 		return err
 	}
@@ -72,36 +94,33 @@ func run(o infer.Options, images []string, prompt string, raw bool, splitting st
 	loaded := time.Since(start)
 
 	gc := s.Generation
-	gc.MaxNewTokens, gc.DoSample, gc.RepetitionPenalty, gc.Seed = maxNew, sample || gc.DoSample, rep, seed
-	if sample {
-		gc.Temperature, gc.TopP = temp, topP
-		if topK >= 0 {
-			gc.TopK = topK
+	gc.MaxNewTokens, gc.DoSample, gc.RepetitionPenalty, gc.Seed = g.MaxNewTokens, g.Sample || gc.DoSample, g.RepetitionPenalty, g.Seed
+	if g.Sample {
+		gc.Temperature, gc.TopP = g.Temperature, g.TopP
+		if g.TopK >= 0 {
+			gc.TopK = g.TopK
 		}
 	}
 	split := s.Images.DoImageSplitting
-	switch splitting {
-	case "":
+	switch g.Splitting {
 	case "on":
 		split = true
 	case "off":
 		split = false
-	default:
-		return fmt.Errorf("--splitting %q: want on, off or empty", splitting)
 	}
-	text := prompt
-	if !raw {
+	text := g.Prompt
+	if !g.Raw {
 		msg := data.Message{Role: "user"}
-		for range images {
+		for range g.Images {
 			msg.Content = append(msg.Content, data.ImageItem())
 		}
-		msg.Content = append(msg.Content, data.Text(prompt))
+		msg.Content = append(msg.Content, data.Text(g.Prompt))
 		if text, err = data.RenderChat([]data.Message{msg}, true); err != nil {
 			return err
 		}
 	}
 	var blobs [][]byte
-	for _, path := range images {
+	for _, path := range g.Images {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
@@ -109,7 +128,7 @@ func run(o infer.Options, images []string, prompt string, raw bool, splitting st
 		blobs = append(blobs, b)
 	}
 	pred := eval.NewModelPredictor(s.Generator, s.Tokenizer, s.Images, gc)
-	outs, err := pred.Predict(context.Background(), []eval.Request{{Prompt: text, Images: blobs, Splitting: &split, MaxNewTokens: maxNew}})
+	outs, err := pred.Predict(context.Background(), []eval.Request{{Prompt: text, Images: blobs, Splitting: &split, MaxNewTokens: g.MaxNewTokens}})
 	if err != nil {
 		return err
 	}
@@ -117,7 +136,7 @@ func run(o infer.Options, images []string, prompt string, raw bool, splitting st
 		return outs[0].Err
 	}
 	fmt.Println(strings.TrimSpace(outs[0].Text))
-	if stats {
+	if g.Stats {
 		st := s.Generator.Stats()
 		decode := 0.0
 		if st.StepTime > 0 {

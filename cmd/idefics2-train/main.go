@@ -7,36 +7,38 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
+	"github.com/idefics2/idefics2/config"
 	"github.com/idefics2/idefics2/train"
 )
 
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+const usage = `usage: idefics2-train [--config FILE] [--set key=value ...] [--resume]`
 
 func main() {
-	configPath := flag.String("config", "configs/tiny.yaml", "YAML config of the run")
-	resume := flag.Bool("resume", false, "continue from the newest checkpoint in train.output_dir")
-	var sets multiFlag
-	flag.Var(&sets, "set", "override a config key, key=value (repeatable); environment IDEFICS2_<KEY> works too")
-	flag.Parse()
+	cfg := train.Defaults()
+	fs := config.NewFlags("idefics2-train", usage, &cfg)
+	resume := fs.Bool("resume", false, "continue from the newest checkpoint in train.output_dir")
+	fs.Bind("output-dir", "train.output_dir", "where metrics, checkpoints, loss.png and the adapter go")
+	fs.Bind("model", "model.path", "HF Idefics2 directory (config.json + safetensors)")
+	fs.Bind("max-steps", "train.max_steps", "optimizer steps (0: train.epochs passes over the data)")
+	fs.Bind("backend", "backend", "GoMLX backend (default: $GOMLX_BACKEND, else XLA if a PJRT plugin loads, else the pure Go backend)")
+	fs.DefaultConfig("configs/tiny.yaml")
+	if err := fs.Parse(os.Args[1:], &cfg); err != nil {
+		if !errors.Is(err, config.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "idefics2-train:", err)
+		}
+		os.Exit(2)
+	}
+	cfg.Source = fs.ConfigPath()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(log)
-	cfg, err := train.LoadConfig(*configPath, sets)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "idefics2-train:", err)
-		os.Exit(2)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := train.Run(ctx, cfg, *resume, log)
