@@ -2,6 +2,7 @@ package train_test
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -16,7 +17,10 @@ import (
 // Checkpointing and blocked attention change what the backward pass keeps, not what it computes.
 // With LoRA dropout on (so the recomputation must draw the same masks as the forward pass, a
 // wrong mask changes gradients by ~10%), the loss and every gradient of a checkpointed step equal
-// the uncheckpointed one's within 1e-6 of the tensor's largest entry. Blocked attention
+// the uncheckpointed one's within 1e-6 of the tensor's largest entry on the pure Go backend (it
+// runs the recomputation op for op as the forward pass: measured equal bit for bit); XLA fuses
+// the recomputed layer differently from the forward pass, float32 sums in another order
+// (measured 4.2e-6 on XLA's CPU plugin), so 1e-5 there. Blocked attention
 // differentiates softmax by its closed form from the probabilities instead of op by op: float32
 // sums in another order, within 1e-5.
 func TestCheckpointingMatchesEager(t *testing.T) {
@@ -53,14 +57,18 @@ func TestCheckpointingMatchesEager(t *testing.T) {
 	}
 	refLoss, ref := step(stepMode{"eager", model.AttentionEager, false})
 	_, blocked := step(stepMode{"blocked", model.AttentionBlocked, false})
+	ckTol := 1e-6
+	if strings.HasPrefix(be.Name(), "xla") || strings.HasPrefix(be.Name(), "stablehlo") {
+		ckTol = 1e-5
+	}
 	for _, c := range []struct {
 		mode stepMode
 		ref  map[string][]float32
 		tol  float64
 	}{
-		{stepMode{"eager+checkpointing", model.AttentionEager, true}, ref, 1e-6},
+		{stepMode{"eager+checkpointing", model.AttentionEager, true}, ref, ckTol},
 		{stepMode{"blocked", model.AttentionBlocked, false}, ref, 1e-5},
-		{stepMode{"blocked+checkpointing", model.AttentionBlocked, true}, blocked, 1e-6},
+		{stepMode{"blocked+checkpointing", model.AttentionBlocked, true}, blocked, ckTol},
 	} {
 		mode, ref := c.mode, c.ref
 		loss, grads := step(mode)

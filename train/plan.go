@@ -67,8 +67,8 @@ func (s *Stepper) Plan(b *model.Batch) (MemoryPlan, error) {
 	return p, nil
 }
 
-// planGraph builds fn as context.Exec would (inputs, then the variables it reads; outputs, then
-// the variables it changes), compiles it and reads its plan.
+// planGraph builds fn as context.Exec would (inputs, then the variables it reads; outputs: the
+// variables it changes, then fn's results), compiles it and reads its plan.
 func (s *Stepper) planGraph(name string, in []shapes.Shape, fn func(*context.Context, []*graph.Node) []*graph.Node) (st xlastats.Graph, err error) {
 	g := graph.NewGraph(s.backend, name)
 	defer g.Finalize()
@@ -82,12 +82,13 @@ func (s *Stepper) planGraph(name string, in []shapes.Shape, fn func(*context.Con
 		nodes[i] = graph.Parameter(g, fmt.Sprintf("input_%d", i), sh)
 	}
 	ctx := s.Model.Ctx.Reuse()
-	outs := fn(ctx, nodes)
-	for v := range ctx.IterVariables() {
+	results := fn(ctx, nodes)
+	var outs []*graph.Node
+	ctx.EnumerateVariables(func(v *context.Variable) {
 		if v.ChangedInGraph(g) {
 			outs = append(outs, v.ValueGraph(g))
 		}
-	}
-	g.Compile(outs...)
+	})
+	g.Compile(append(outs, results...)...)
 	return xlastats.OfGraph(g, name)
 }

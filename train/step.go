@@ -9,6 +9,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 	"github.com/idefics2/idefics2/internal/gradpatch"
+	"github.com/idefics2/idefics2/internal/xlaalias"
 	"github.com/idefics2/idefics2/lora"
 	"github.com/idefics2/idefics2/model"
 	"github.com/idefics2/idefics2/optim"
@@ -82,6 +83,7 @@ func (s *Stepper) accumulateGraph(ctx *context.Context, nodes []*Node) []*Node {
 	for i, p := range s.Params {
 		p.acc.SetValueGraph(Add(p.acc.ValueGraph(g), ConvertDType(grads[i], dtypes.Float32)))
 	}
+	aliasUpdates(ctx, g)
 	return []*Node{sum, count}
 }
 
@@ -103,6 +105,7 @@ func (s *Stepper) applyGraph(ctx *context.Context, decay, stepSize, bc2sqrt *Nod
 		p.v.SetValueGraph(newV)
 		p.acc.SetValueGraph(ZerosLike(grads[i]))
 	}
+	aliasUpdates(ctx, g)
 	return norm
 }
 
@@ -186,4 +189,12 @@ func (s *Stepper) EvalLoss(b *model.Batch) (sum, count float64, err error) {
 		return 0, 0, err
 	}
 	return float64(tensors.ToScalar[float32](outs[0])), float64(tensors.ToScalar[float32](outs[1])), nil
+}
+
+// aliasUpdates lets XLA write every updated variable (accumulators; masters and moments) into
+// its old buffer, so a step holds one copy of the training state, not two.
+func aliasUpdates(ctx *context.Context, g *Graph) {
+	if err := xlaalias.Variables(ctx, g); err != nil {
+		panic(err)
+	}
 }
