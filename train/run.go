@@ -33,8 +33,10 @@ type Result struct {
 	SkipSummary string
 }
 
-// Run trains as cfg says. With resume it continues from the newest checkpoint in the output
-// directory (bit for bit: same data order, dropout masks and optimizer state).
+// Run trains as cfg says. With resume it continues from the newest checkpoint of the run in the
+// output directory (bit for bit: same data order, dropout masks and optimizer state); without
+// it the directory must hold no earlier run, unless train.overwrite_output_dir deletes it. The
+// directory is locked for the run's duration (see openRunDir).
 func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Result, error) {
 	if log == nil {
 		log = slog.Default()
@@ -43,6 +45,12 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
 	}
+	rd, err := openRunDir(out, resume, cfg.Train.OverwriteOutputDir, log)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	data.SetMaxImagePixels(cfg.Data.MaxImagePixels)
 	if cfg.Model.Tiny {
 		built, err := EnsureTiny(cfg.Model.Path, cfg.Train.Seed)
 		if err != nil {
@@ -82,18 +90,6 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 		return nil, err
 	}
 
-	state := State{}
-	if resume {
-		if ck := LatestCheckpoint(out); ck != "" {
-			if state, err = st.LoadCheckpoint(ck); err != nil {
-				return nil, err
-			}
-			log.Info("resumed", "checkpoint", ck, "step", state.Step)
-		} else {
-			log.Info("no checkpoint to resume from; starting fresh", "dir", out)
-		}
-	}
-
 	srcs, err := Sources(cfg.Data.Train)
 	if err != nil {
 		return nil, err
@@ -105,6 +101,12 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 	sched := optim.Schedule{Kind: cfg.Train.Scheduler, LR: 1, WarmupSteps: cfg.Train.WarmupSteps, TotalSteps: total}
 	if err := sched.Validate(); err != nil {
 		return nil, err
+	}
+	state := State{RunID: rd.ID}
+	if resume {
+		if state, err = resumeCheckpoint(st, out, rd.ID, total, log); err != nil {
+			return nil, err
+		}
 	}
 	var cursor *cauldron.Cursor
 	if state.Step > 0 {
@@ -170,6 +172,9 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 		state.Samples = pipe.Samples
 		state.Cursor = pipe.Cursor
 		loss := lossSum / math.Max(numItems, 1)
+		if err := checkFinite(state.Step, loss, norm, out); err != nil {
+			return nil, err
+		}
 		if math.IsNaN(res.FirstLoss) {
 			res.FirstLoss = loss
 		}

@@ -2,7 +2,7 @@
 // backbones, full training of the modality connector, AdamW with schedules and gradient
 // accumulation, checkpoints with exact resume. Everything is in the YAML config; see configs/.
 //
-//	idefics2-train --config configs/sft.yaml [--set train.lr=5e-5 ...] [--resume]
+//	idefics2-train --config configs/sft.yaml [--set train.lr=5e-5 ...] [--resume | --overwrite]
 package main
 
 import (
@@ -26,9 +26,13 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 func main() {
 	configPath := flag.String("config", "configs/tiny.yaml", "YAML config of the run")
 	resume := flag.Bool("resume", false, "continue from the newest checkpoint in train.output_dir")
+	overwrite := flag.Bool("overwrite", false, "delete an earlier run found in train.output_dir first (train.overwrite_output_dir=true)")
 	var sets multiFlag
 	flag.Var(&sets, "set", "override a config key, key=value (repeatable); environment IDEFICS2_<KEY> works too")
 	flag.Parse()
+	if *overwrite {
+		sets = append(sets, "train.overwrite_output_dir=true")
+	}
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(log)
