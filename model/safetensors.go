@@ -84,9 +84,9 @@ func (ck *Checkpoint) mapFile(path string) error {
 		return fmt.Errorf("%s: mmap: %w", path, err)
 	}
 	ck.maps = append(ck.maps, data)
-	parsed, err := safetensors.Deserialize(data)
+	parsed, err := parseSafetensors(path, data)
 	if err != nil {
-		return fmt.Errorf("%s: not a valid safetensors file: %w", path, err)
+		return err
 	}
 	for _, nt := range parsed.Tensors() {
 		if prev, dup := ck.tensors[nt.Name]; dup {

@@ -61,6 +61,10 @@ func Load(o Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := ck.CheckFinite(); err != nil {
+		ck.Close()
+		return nil, err
+	}
 	m := model.New(cfg, dt)
 	err = m.LoadWeights(ck)
 	ck.Close()
