@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/idefics2/idefics2/data"
 	"github.com/idefics2/idefics2/eval"
 	"github.com/idefics2/idefics2/internal/infer"
 	"go.yaml.in/yaml/v3"
@@ -42,7 +43,9 @@ func main() {
 	maxNew := flag.Int("max-new-tokens", 0, "override the preset's max_new_tokens")
 	splitting := flag.String("splitting", "", "override the preset's image splitting: on or off")
 	out := flag.String("out", "", "output directory for predictions.jsonl and report.json")
+	maxPixels := flag.Int64("max-image-pixels", data.DefaultMaxImagePixels, "refuse images with more pixels than this (Pillow's limit; 0: no limit)")
 	flag.Parse()
+	data.SetMaxImagePixels(*maxPixels)
 
 	var f File
 	f.Eval.Progress = true

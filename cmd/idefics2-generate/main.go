@@ -49,7 +49,9 @@ func main() {
 	rep := flag.Float64("repetition-penalty", 1, "repetition penalty (HF semantics, also applies to greedy)")
 	seed := flag.Uint64("seed", 0, "sampling seed")
 	stats := flag.Bool("stats", false, "print timing and compile counts to stderr")
+	maxPixels := flag.Int64("max-image-pixels", data.DefaultMaxImagePixels, "refuse images with more pixels than this (Pillow's limit; 0: no limit)")
 	flag.Parse()
+	data.SetMaxImagePixels(*maxPixels)
 	if o.Model == "" || *prompt == "" {
 		fmt.Fprintln(os.Stderr, "usage: idefics2-generate --model DIR [--adapter DIR] [--image FILE ...] --prompt TEXT")
 		flag.PrintDefaults()
@@ -105,6 +107,9 @@ func run(o infer.Options, images []string, prompt string, raw bool, splitting st
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
+		}
+		if err := data.CheckImageHeader(b); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		blobs = append(blobs, b)
 	}
