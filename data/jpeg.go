@@ -102,9 +102,12 @@ static unsigned char *idf_decode(const unsigned char *buf, unsigned long len, lo
 		JSAMPROW row = out + stride * cinfo.output_scanline;
 		jpeg_read_scanlines(&cinfo, &row, 1);
 	}
+	// Only data missing before the last row counts, as in Pillow, whose decoder stops asking
+	// for bytes once the rows are out (a missing end marker alone is accepted).
+	int truncated = err.truncated;
 	jpeg_finish_decompress(&cinfo);
 	jpeg_destroy_decompress(&cinfo);
-	if (err.truncated) {
+	if (truncated) {
 		*comps = -2;
 		free(out);
 		return NULL;
