@@ -95,6 +95,21 @@ bench-processor: setup venv
 clean:
 	rm -rf $(BUILD)
 
+# Every fuzz target for a few seconds each (FUZZTIME), after its committed seeds in
+# <package>/testdata/fuzz/<target>: what reads files and requests never panics. Minimization is
+# off: in packages as large as train it can take minutes per new input, and a failing input is
+# written to testdata/fuzz either way. `go test` alone runs the seeds as ordinary tests.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := model:FuzzSafetensorsHeader data:FuzzChatTemplate cauldron:FuzzChatMessages \
+	cauldron:FuzzJSONLRow cauldron:FuzzParquetRecord train:FuzzLoadConfig
+
+.PHONY: fuzz-smoke
+fuzz-smoke: setup
+	set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 ./$${t%%:*}/; \
+	done
+
 # ---- XLA CPU plugin and the side-by-side benchmark ------------------------------------------
 
 # XLA's CPU PJRT plugin from PyPI (optional): lammps-jax-pjrt-cpu 0.11.2 ships XLA's
