@@ -56,9 +56,12 @@ test: setup
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
 
-# The README's first command: trains the tiny embedded model on the embedded dataset.
+# The README's first command: trains the tiny embedded model on the embedded dataset. A demo is
+# run again rather than continued, so it replaces the previous tiny run (TINY_FLAGS=--resume
+# continues it instead).
+TINY_FLAGS ?= --overwrite
 tiny-train: setup
-	$(GO) run ./cmd/idefics2-train --config configs/tiny.yaml
+	$(GO) run ./cmd/idefics2-train --config configs/tiny.yaml $(TINY_FLAGS)
 
 # Python reference stack (fixtures and side-by-side benchmarks only; several GB with torch).
 venv: $(PY)
