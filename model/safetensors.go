@@ -61,6 +61,7 @@ func OpenCheckpoint(dir string) (*Checkpoint, error) {
 func OpenSafetensors(path string) (*Checkpoint, error) {
 	ck := &Checkpoint{Dir: filepath.Dir(path), tensors: map[string]tensorRef{}}
 	if err := ck.mapFile(path); err != nil {
+		ck.Close() // a rejected file stays mapped otherwise (--resume tries the next checkpoint)
 		return nil, err
 	}
 	return ck, nil
