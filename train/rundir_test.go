@@ -164,7 +164,7 @@ func TestSecondRunInSameDirectoryFails(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	second := shortRun(t, tmp, "train.max_steps=6", "train.save_every=0", "train.overwrite_output_dir=true")
+	second := shortRun(t, tmp, "train.max_steps=6", "train.save_every=0")
 	start := time.Now()
 	_, err := train.Run(ctx, second, false, logs.logger())
 	if err == nil || !strings.Contains(err.Error(), "in use by another run") || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
