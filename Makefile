@@ -56,9 +56,12 @@ test: setup
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
 
-# The README's first command: trains the tiny embedded model on the embedded dataset.
+# The README's first command: trains the tiny embedded model on the embedded dataset. A demo is
+# run again rather than continued, so it replaces the previous tiny run (TINY_FLAGS=--resume
+# continues it instead).
+TINY_FLAGS ?= --overwrite
 tiny-train: setup
-	$(GO) run ./cmd/idefics2-train --config configs/tiny.yaml
+	$(GO) run ./cmd/idefics2-train --config configs/tiny.yaml $(TINY_FLAGS)
 
 # Python reference stack (fixtures and side-by-side benchmarks only; several GB with torch).
 venv: $(PY)
@@ -94,6 +97,21 @@ bench-processor: setup venv
 
 clean:
 	rm -rf $(BUILD)
+
+# Every fuzz target for a few seconds each (FUZZTIME), after its committed seeds in
+# <package>/testdata/fuzz/<target>: what reads files and requests never panics. Minimization is
+# off: in packages as large as train it can take minutes per new input, and a failing input is
+# written to testdata/fuzz either way. `go test` alone runs the seeds as ordinary tests.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := model:FuzzSafetensorsHeader data:FuzzChatTemplate cauldron:FuzzChatMessages \
+	cauldron:FuzzJSONLRow cauldron:FuzzParquetRecord train:FuzzLoadConfig
+
+.PHONY: fuzz-smoke
+fuzz-smoke: setup
+	set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0 ./$${t%%:*}/; \
+	done
 
 # ---- XLA CPU plugin and the side-by-side benchmark ------------------------------------------
 

@@ -127,6 +127,10 @@ func (c *imageColumn) fromPath(p string) (Image, error) {
 	if !filepath.IsAbs(full) {
 		full = filepath.Join(c.dir, p)
 	}
+	// A path naming a device or a pipe (/dev/zero) would be read forever: only files.
+	if st, err := os.Stat(full); err == nil && !st.Mode().IsRegular() {
+		return Image{}, skipf(ReasonBadImage, "column %q: %s is not a regular file", c.name, full)
+	}
 	b, err := os.ReadFile(full)
 	if err != nil {
 		return Image{}, Skip(ReasonBadImage, fmt.Errorf("column %q: %w", c.name, err))

@@ -67,7 +67,8 @@ func DecodeImage(b []byte) (*Image, error) { return DecodeImageWith(b, Processor
 // DecodeImageWith decodes PNG, JPEG, GIF, WebP, BMP or TIFF into RGB. Multi-frame files yield
 // their first frame, as Pillow's Image.open does. JPEG and WebP go through the C libraries
 // Pillow itself uses (libjpeg-turbo, libwebp), the others through Go's decoders, whose output
-// for these lossless formats is the same.
+// for these lossless formats is the same. The declared size is checked against
+// MaxImagePixels before decoding (limits.go).
 func DecodeImageWith(b []byte, opt DecodeOptions) (*Image, error) {
 	f := SniffFormat(b)
 	var (
@@ -75,15 +76,19 @@ func DecodeImageWith(b []byte, opt DecodeOptions) (*Image, error) {
 		m   image.Image
 		err error
 	)
+	limit := MaxImagePixels()
+	if err := checkHeaderSize(b, f, limit); err != nil {
+		return nil, fmt.Errorf("%s: %w", f, err)
+	}
 	switch f {
 	case FormatJPEG:
-		img, err = decodeJPEG(b)
+		img, err = decodeJPEG(b, limit)
 	case FormatPNG:
 		m, err = png.Decode(bytes.NewReader(b))
 	case FormatGIF:
 		img, err = decodeGIF(b, opt.Alpha)
 	case FormatWebP:
-		img, err = decodeWebP(b, opt.Alpha)
+		img, err = decodeWebP(b, opt.Alpha, limit)
 	case FormatBMP:
 		m, err = bmp.Decode(bytes.NewReader(b))
 	case FormatTIFF:

@@ -6,6 +6,11 @@ package data
 // trained on. The settings mirror Pillow's decoder: islow IDCT, fancy upsampling, RGB output
 // for colour, gray for gray, CMYK for 4-channel files (read as Adobe-inverted, as Pillow
 // assumes).
+//
+// Two checks mirror Pillow's refusals: the declared size is checked against the pixel limit
+// right after the header is read, before any pixel buffer exists; and a file whose data ends
+// early is refused with Pillow's "image file is truncated", although libjpeg would hand back
+// the missing rows as gray (Pillow stops when its decoder asks for bytes past the end).
 
 /*
 #cgo LDFLAGS: -ljpeg
@@ -14,11 +19,13 @@ package data
 #include <string.h>
 #include <setjmp.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 struct idf_err {
 	struct jpeg_error_mgr pub;
 	jmp_buf jump;
 	char msg[JMSG_LENGTH_MAX];
+	int truncated;
 };
 
 static void idf_error_exit(j_common_ptr cinfo) {
@@ -27,19 +34,26 @@ static void idf_error_exit(j_common_ptr cinfo) {
 	longjmp(e->jump, 1);
 }
 
-// Warnings (e.g. premature end of data) are not fatal for Pillow either: it keeps what was
-// decoded. We do the same and stay silent.
-static void idf_emit_message(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
+// Corrupt-data warnings are not fatal for Pillow either: it keeps what was decoded, and so do
+// we, silently. Running out of data is: the memory source reports it as JWRN_JPEG_EOF and
+// inserts a fake end marker, which is remembered here and refused after decoding.
+static void idf_emit_message(j_common_ptr cinfo, int level) {
+	struct idf_err *e = (struct idf_err *)cinfo->err;
+	if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) e->truncated = 1;
+}
 
 // idf_decode decodes buf into a malloc'ed buffer of w*h*comps bytes. comps is 1 (gray),
-// 3 (RGB) or 4 (CMYK, inverted as stored by Adobe). On failure it returns NULL and fills msg.
-static unsigned char *idf_decode(const unsigned char *buf, unsigned long len, int *w, int *h, int *comps, char *msg) {
+// 3 (RGB) or 4 (CMYK, inverted as stored by Adobe). On failure it returns NULL and fills msg;
+// comps is then -1 when the declared w×h exceeds max_pixels (> 0), -2 when the data ends early.
+static unsigned char *idf_decode(const unsigned char *buf, unsigned long len, long long max_pixels, int *w, int *h, int *comps, char *msg) {
 	struct jpeg_decompress_struct cinfo;
 	struct idf_err err;
 	unsigned char *volatile out = NULL;
 	cinfo.err = jpeg_std_error(&err.pub);
 	err.pub.error_exit = idf_error_exit;
 	err.pub.emit_message = idf_emit_message;
+	err.truncated = 0;
+	*comps = 0;
 	if (setjmp(err.jump)) {
 		strncpy(msg, err.msg, JMSG_LENGTH_MAX - 1);
 		msg[JMSG_LENGTH_MAX - 1] = 0;
@@ -50,6 +64,17 @@ static unsigned char *idf_decode(const unsigned char *buf, unsigned long len, in
 	jpeg_create_decompress(&cinfo);
 	jpeg_mem_src(&cinfo, buf, len);
 	jpeg_read_header(&cinfo, TRUE);
+	if (max_pixels > 0) {
+		long long pw = cinfo.image_width > 0 ? cinfo.image_width : 1;
+		long long ph = cinfo.image_height > 0 ? cinfo.image_height : 1;
+		if (pw * ph > max_pixels) {
+			*w = cinfo.image_width;
+			*h = cinfo.image_height;
+			*comps = -1;
+			jpeg_destroy_decompress(&cinfo);
+			return NULL;
+		}
+	}
 	switch (cinfo.num_components) {
 	case 1:
 		cinfo.out_color_space = JCS_GRAYSCALE;
@@ -77,8 +102,16 @@ static unsigned char *idf_decode(const unsigned char *buf, unsigned long len, in
 		JSAMPROW row = out + stride * cinfo.output_scanline;
 		jpeg_read_scanlines(&cinfo, &row, 1);
 	}
+	// Only data missing before the last row counts, as in Pillow, whose decoder stops asking
+	// for bytes once the rows are out (a missing end marker alone is accepted).
+	int truncated = err.truncated;
 	jpeg_finish_decompress(&cinfo);
 	jpeg_destroy_decompress(&cinfo);
+	if (truncated) {
+		*comps = -2;
+		free(out);
+		return NULL;
+	}
 	return out;
 }
 */
@@ -89,7 +122,7 @@ import (
 	"unsafe"
 )
 
-func decodeJPEG(b []byte) (*Image, error) {
+func decodeJPEG(b []byte, maxPixels int64) (*Image, error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty JPEG")
 	}
@@ -98,8 +131,13 @@ func decodeJPEG(b []byte) (*Image, error) {
 	defer C.free(unsafe.Pointer(msg))
 	cbuf := C.CBytes(b)
 	defer C.free(cbuf)
-	out := C.idf_decode((*C.uchar)(cbuf), C.ulong(len(b)), &w, &h, &comps, msg)
-	if out == nil {
+	out := C.idf_decode((*C.uchar)(cbuf), C.ulong(len(b)), C.longlong(maxPixels), &w, &h, &comps, msg)
+	switch {
+	case out == nil && comps == -1:
+		return nil, pixelLimitError(int(w), int(h), maxPixels)
+	case out == nil && comps == -2:
+		return nil, ErrTruncated
+	case out == nil:
 		return nil, errors.New("JPEG: " + C.GoString(msg))
 	}
 	defer C.free(unsafe.Pointer(out))

@@ -192,6 +192,11 @@ func (p *Processor) encode(prompt string, answers []span, images []*Image, opt E
 			}
 		}
 	}
+	for i, img := range images {
+		if err := p.Images.CheckImage(img); err != nil {
+			return nil, fmt.Errorf("image %d: %w", i, err)
+		}
+	}
 	for _, img := range images {
 		s.Images = append(s.Images, p.Images.ProcessImage(img)...)
 	}

@@ -112,8 +112,12 @@ func clip8(acc int32) uint8 {
 // ResizeBilinear resizes src to w×h exactly as Pillow's Image.resize(..., BILINEAR) does on an
 // RGB image (reducing_gap=None). Same size returns a copy, like Pillow. Both passes run in
 // vectorized C where the CPU allows (resize_c.go, resize_h_c.go); the arithmetic is the same
-// integer arithmetic.
+// integer arithmetic. An empty source (a crop of a 1-pixel-wide image) gives black, as Pillow
+// does.
 func ResizeBilinear(src *Image, w, h int) *Image {
+	if src.W <= 0 || src.H <= 0 || w <= 0 || h <= 0 {
+		return NewImage(max(w, 0), max(h, 0))
+	}
 	return resizeBilinear(src, w, h)
 }
 

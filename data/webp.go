@@ -11,6 +11,15 @@ package data
 #include <webp/decode.h>
 #include <webp/demux.h>
 
+// idf_webp_size reads the declared canvas size from the header (VP8X for animated files).
+static int idf_webp_size(const unsigned char *buf, size_t len, int *w, int *h) {
+	WebPBitstreamFeatures f;
+	if (WebPGetFeatures(buf, len, &f) != VP8_STATUS_OK) return 0;
+	*w = f.width;
+	*h = f.height;
+	return 1;
+}
+
 // idf_webp_first_frame decodes the first frame as straight RGBA on the canvas, into a
 // malloc'ed buffer. has_alpha tells whether the file declares alpha.
 static unsigned char *idf_webp_first_frame(const unsigned char *buf, size_t len, int *w, int *h, int *has_alpha) {
@@ -47,13 +56,18 @@ import (
 	"unsafe"
 )
 
-func decodeWebP(b []byte, mode AlphaMode) (*Image, error) {
+func decodeWebP(b []byte, mode AlphaMode, maxPixels int64) (*Image, error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty file")
 	}
 	cbuf := C.CBytes(b)
 	defer C.free(cbuf)
 	var w, h, hasAlpha C.int
+	if C.idf_webp_size((*C.uchar)(cbuf), C.size_t(len(b)), &w, &h) != 0 {
+		if err := checkPixels(int(w), int(h), maxPixels); err != nil {
+			return nil, err
+		}
+	}
 	out := C.idf_webp_first_frame((*C.uchar)(cbuf), C.size_t(len(b)), &w, &h, &hasAlpha)
 	if out == nil {
 		return nil, errors.New("libwebp could not decode the file")

@@ -2,6 +2,7 @@ package lora
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/idefics2/idefics2/model"
 )
@@ -25,6 +26,10 @@ func (a *AdapterDir) Attach(m *model.Model) (*Adapter, error) {
 			return nil, fmt.Errorf("%s: %s is not a tensor of this model", a.Dir, a.keys[canon])
 		}
 		view, _ := a.Tensor(canon)
+		// NaN or ±Inf would generate empty answers or merge into a broken model without a word.
+		if err := model.CheckFiniteView(a.keys[canon], filepath.Join(a.Dir, WeightsFile), view); err != nil {
+			return nil, err
+		}
 		t, err := model.ViewToTensor(view, v.Shape().DType)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", a.Dir, a.keys[canon], err)

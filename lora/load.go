@@ -69,6 +69,9 @@ func LoadAdapterWeights(a *Adapter, path string) error {
 			problems = append(problems, fmt.Sprintf("tensor %s has shape %v, the adapter expects %v", key, got, want))
 			continue
 		}
+		if err := model.CheckFiniteView(key, path, view); err != nil {
+			return err
+		}
 		t, err := model.ViewToTensor(view, v.Shape().DType)
 		if err != nil {
 			return fmt.Errorf("%s: %s: %w", path, key, err)

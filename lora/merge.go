@@ -95,6 +95,9 @@ func Merge(baseDir, adapterDir, outDir string, opt MergeOptions) (*MergeResult, 
 	if err := checkBase(base, baseCfg); err != nil {
 		return nil, err
 	}
+	if err := checkFinite(ad, base); err != nil {
+		return nil, err
+	}
 	if err := prepareOut(outDir, baseDir, adapterDir); err != nil {
 		return nil, err
 	}

@@ -61,6 +61,7 @@ func OpenCheckpoint(dir string) (*Checkpoint, error) {
 func OpenSafetensors(path string) (*Checkpoint, error) {
 	ck := &Checkpoint{Dir: filepath.Dir(path), tensors: map[string]tensorRef{}}
 	if err := ck.mapFile(path); err != nil {
+		ck.Close() // a rejected file stays mapped otherwise (--resume tries the next checkpoint)
 		return nil, err
 	}
 	return ck, nil
@@ -84,9 +85,9 @@ func (ck *Checkpoint) mapFile(path string) error {
 		return fmt.Errorf("%s: mmap: %w", path, err)
 	}
 	ck.maps = append(ck.maps, data)
-	parsed, err := safetensors.Deserialize(data)
+	parsed, err := parseSafetensors(path, data)
 	if err != nil {
-		return fmt.Errorf("%s: not a valid safetensors file: %w", path, err)
+		return err
 	}
 	for _, nt := range parsed.Tensors() {
 		if prev, dup := ck.tensors[nt.Name]; dup {

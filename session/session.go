@@ -30,6 +30,21 @@ type Options struct {
 	Backend string `mapstructure:"backend"`                               // GoMLX backend config; "" picks as internal/backend does
 	// PerceiverEps pins the perceiver RMSNorm epsilon (0 keeps config.json's: see model.Config).
 	PerceiverEps float64 `mapstructure:"perceiver_rms_norm_eps" check:"min=0"`
+	// MaxImagePixels refuses images with more pixels than this (0: data.DefaultMaxImagePixels,
+	// Pillow's limit; −1: no limit).
+	MaxImagePixels int64 `mapstructure:"max_image_pixels" check:"min=-1"`
+}
+
+// ApplyImageLimit sets the process-wide decode limit from o.MaxImagePixels.
+func (o Options) ApplyImageLimit() {
+	switch {
+	case o.MaxImagePixels < 0:
+		data.SetMaxImagePixels(0)
+	case o.MaxImagePixels == 0:
+		data.SetMaxImagePixels(data.DefaultMaxImagePixels)
+	default:
+		data.SetMaxImagePixels(o.MaxImagePixels)
+	}
 }
 
 // Session is a loaded model ready to generate.
@@ -108,6 +123,9 @@ func LoadModel(dir, dtype string, perceiverEps float64) (*model.Model, error) {
 		return nil, err
 	}
 	defer ck.Close()
+	if err := ck.CheckFinite(); err != nil {
+		return nil, err
+	}
 	m := model.New(cfg, dt)
 	return m, m.LoadWeights(ck)
 }

@@ -24,6 +24,7 @@ type State struct {
 	RNG       []uint64        `json:"rng_state"` // the graph RNG (LoRA dropout)
 	Elapsed   float64         `json:"elapsed_seconds"`
 	LossCurve []CurvePoint    `json:"loss_curve"`
+	RunID     string          `json:"run_id,omitempty"` // run.json's id: --resume takes only its own run's checkpoints
 }
 
 // CurvePoint is one logged loss.
@@ -37,11 +38,12 @@ const (
 	checkpointPrefix = "checkpoint-"
 	tensorsFile      = "trainer_state.safetensors"
 	stateFile        = "trainer_state.json"
+	oldSuffix        = ".old" // a checkpoint being replaced (installDir)
 )
 
 // SaveCheckpoint writes the trainable tensors, their AdamW moments and state into
-// dir/checkpoint-<step>, atomically (a temporary directory renamed into place), and keeps the
-// newest keep checkpoints.
+// dir/checkpoint-<step>, atomically and durably (a temporary directory, fsynced, renamed into
+// place; see installDir), and keeps the newest keep checkpoints.
 func (s *Stepper) SaveCheckpoint(dir string, st State, keep int) (string, error) {
 	final := filepath.Join(dir, fmt.Sprintf("%s%07d", checkpointPrefix, st.Step))
 	tmp := final + ".tmp"
@@ -84,12 +86,11 @@ func (s *Stepper) SaveCheckpoint(dir string, st State, keep int) (string, error)
 	if err := os.WriteFile(filepath.Join(tmp, stateFile), js, 0o644); err != nil {
 		return "", err
 	}
-	_ = os.RemoveAll(final)
-	if err := os.Rename(tmp, final); err != nil {
+	if err := installDir(tmp, final); err != nil {
 		return "", err
 	}
 	prune(dir, keep)
-	return final, nil
+	return final, syncPath(dir)
 }
 
 // LoadCheckpoint restores what SaveCheckpoint wrote; the stepper must have been built for the
@@ -144,14 +145,22 @@ func LatestCheckpoint(dir string) string {
 	return list[len(list)-1]
 }
 
+// checkpoints lists the checkpoints under dir, oldest first. A checkpoint-N.old stands for
+// checkpoint-N when the process stopped between the two renames of installDir.
 func checkpoints(dir string) []string {
 	ents, _ := os.ReadDir(dir)
-	var out []string
+	names := map[string]bool{}
 	for _, e := range ents {
-		if e.IsDir() && strings.HasPrefix(e.Name(), checkpointPrefix) && !strings.HasSuffix(e.Name(), ".tmp") {
-			if _, err := os.Stat(filepath.Join(dir, e.Name(), stateFile)); err == nil {
-				out = append(out, filepath.Join(dir, e.Name()))
-			}
+		names[e.Name()] = e.IsDir()
+	}
+	var out []string
+	for name, isDir := range names {
+		base, old := strings.CutSuffix(name, oldSuffix)
+		if !isDir || !strings.HasPrefix(name, checkpointPrefix) || strings.HasSuffix(name, ".tmp") || (old && names[base]) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, name, stateFile)); err == nil {
+			out = append(out, filepath.Join(dir, name))
 		}
 	}
 	sort.Strings(out)

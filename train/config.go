@@ -5,6 +5,7 @@ import (
 
 	"github.com/idefics2/idefics2/cauldron"
 	"github.com/idefics2/idefics2/config"
+	"github.com/idefics2/idefics2/data"
 	"github.com/idefics2/idefics2/eval"
 	"github.com/idefics2/idefics2/model"
 )
@@ -51,6 +52,9 @@ type DataConfig struct {
 	LongestEdge      int            `mapstructure:"longest_edge" check:"min=1"`
 	ShortestEdge     int            `mapstructure:"shortest_edge" check:"min=1"`
 	Workers          int            `mapstructure:"workers" check:"min=0"`
+	// MaxImagePixels refuses (skips, counted as bad_image) images declaring more pixels, as
+	// Pillow's decompression-bomb check does; 0: no limit.
+	MaxImagePixels int64 `mapstructure:"max_image_pixels" check:"min=0"`
 }
 
 // SourceConfig is one dataset of a mixture.
@@ -118,6 +122,9 @@ type TrainConfig struct {
 	// subset, e.g. limit 50) every that many optimizer steps; 0 = never.
 	GenerateEvery int         `mapstructure:"generate_eval_every" check:"min=0"`
 	GenerateEval  eval.Config `mapstructure:"generate_eval"`
+	// OverwriteOutputDir deletes an earlier run found in OutputDir (HF's overwrite_output_dir);
+	// without it a fresh run refuses such a directory. The --overwrite flag sets it.
+	OverwriteOutputDir bool `mapstructure:"overwrite_output_dir"`
 }
 
 // Defaults are HF Trainer's where it has one, and the Idefics2 tutorial's LoRA otherwise.
@@ -126,7 +133,7 @@ func Defaults() Config {
 		Model: ModelConfig{DType: "bfloat16", PerceiverEps: 1e-5, Attention: model.AttentionBlocked},
 		Data: DataConfig{Seed: 42, ShuffleWindow: 4, MaxLength: 2048, Overflow: "skip", Labels: "answers",
 			SeqBuckets: []int{256, 512, 1024, 2048}, ImageBuckets: []int{378, 490, 616, 742, 868, 980},
-			LongestEdge: 980, ShortestEdge: 378, Workers: 2},
+			LongestEdge: 980, ShortestEdge: 378, Workers: 2, MaxImagePixels: data.DefaultMaxImagePixels},
 		LoRA: LoRAConfig{R: 8, Alpha: 8, Dropout: 0.1, Init: "gaussian",
 			TargetModules: `.*(text_model|modality_projection|perceiver_resampler).*(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj).*$`},
 		Train: TrainConfig{LR: 1e-4, WeightDecay: 0.01, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, MaxGradNorm: 1,

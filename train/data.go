@@ -110,6 +110,8 @@ func (p *Pipeline) process(_ context.Context, r *cauldron.Record) (*data.Sample,
 		return nil, cauldron.Skip("too_long", err)
 	case errors.Is(err, data.ErrImageCount):
 		return nil, cauldron.Skip(cauldron.ReasonImageCount, err)
+	case errors.Is(err, data.ErrImageShape):
+		return nil, cauldron.Skip(cauldron.ReasonBadImage, err)
 	case err != nil:
 		return nil, cauldron.Skip("encode_error", err)
 	}

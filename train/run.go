@@ -34,9 +34,11 @@ type Result struct {
 	SkipSummary string
 }
 
-// Run trains as cfg says. With resume it continues from the newest checkpoint in the output
-// directory (bit for bit: same data order, dropout masks and optimizer state). It is shaped as
-// torchtune's recipes are: setup (small setup* steps), then train.
+// Run trains as cfg says. With resume it continues from the newest checkpoint of the run in the
+// output directory (bit for bit: same data order, dropout masks and optimizer state); without
+// it the directory must hold no earlier run, unless train.overwrite_output_dir deletes it. The
+// directory is locked for the run's duration (see openRunDir). It is shaped as torchtune's
+// recipes are: setup (small setup* steps), then train.
 func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Result, error) {
 	if log == nil {
 		log = slog.Default()
@@ -54,6 +56,7 @@ type recipe struct {
 	cfg     Config
 	log     *slog.Logger
 	out     string
+	rd      *runDir
 	ctx     context.Context
 	m       *model.Model
 	be      backends.Backend
@@ -65,6 +68,7 @@ type recipe struct {
 	state   State
 	sched   optim.Schedule
 	total   int
+	srcs    []cauldron.Source
 	pipe    *Pipeline
 	metrics *metricsFile
 	closers []func()
@@ -78,9 +82,11 @@ func (r *recipe) close() {
 
 func (r *recipe) setup(ctx context.Context, resume bool) error {
 	for _, step := range []func() error{
+		func() error { return r.setupRunDir(resume) },
 		r.setupModel,
 		r.setupAdapter,
 		r.setupOptimizer,
+		r.setupSchedule,
 		func() error { return r.setupResume(resume) },
 		func() error { return r.setupData(ctx) },
 		r.setupMetrics,
@@ -92,13 +98,23 @@ func (r *recipe) setup(ctx context.Context, resume bool) error {
 	return nil
 }
 
+// setupRunDir locks the output directory for this run (refusing an earlier run's directory
+// unless resuming or overwriting) and sets the image decode limit.
+func (r *recipe) setupRunDir(resume bool) error {
+	rd, err := openRunDir(r.out, resume, r.cfg.Train.OverwriteOutputDir, r.log)
+	if err != nil {
+		return err
+	}
+	r.rd = rd
+	r.closers = append(r.closers, func() { rd.Close() })
+	data.SetMaxImagePixels(r.cfg.Data.MaxImagePixels)
+	return nil
+}
+
 // setupModel loads the base model (building the tiny one first when the config asks), the
 // backend and the processor.
 func (r *recipe) setupModel() error {
 	cfg := r.cfg
-	if err := os.MkdirAll(r.out, 0o755); err != nil {
-		return err
-	}
 	if cfg.Model.Tiny {
 		built, err := EnsureTiny(cfg.Model.Path, cfg.Train.Seed)
 		if err != nil {
@@ -143,38 +159,36 @@ func (r *recipe) setupOptimizer() error {
 	return r.m.Ctx.SetRNGStateFromSeed(int64(cfg.Train.Seed))
 }
 
-// setupResume loads the newest checkpoint when resuming.
-func (r *recipe) setupResume(resume bool) error {
-	if !resume {
-		return nil
-	}
-	ck := LatestCheckpoint(r.out)
-	if ck == "" {
-		r.log.Info("no checkpoint to resume from; starting fresh", "dir", r.out)
-		return nil
-	}
-	var err error
-	if r.state, err = r.st.LoadCheckpoint(ck); err != nil {
-		return err
-	}
-	r.log.Info("resumed", "checkpoint", ck, "step", r.state.Step)
-	return nil
-}
-
-// setupData counts the steps, builds the schedule and starts the data pipeline at the cursor.
-func (r *recipe) setupData(ctx context.Context) error {
+// setupSchedule counts the run's optimizer steps and builds the learning-rate schedule.
+func (r *recipe) setupSchedule() error {
 	cfg := r.cfg
-	srcs, err := Sources(cfg.Data.Train)
-	if err != nil {
+	var err error
+	if r.srcs, err = Sources(cfg.Data.Train); err != nil {
 		return err
 	}
-	if r.total, err = totalSteps(cfg, srcs); err != nil {
+	if r.total, err = totalSteps(cfg, r.srcs); err != nil {
 		return err
 	}
 	r.sched = optim.Schedule{Kind: cfg.Train.Scheduler, LR: 1, WarmupSteps: cfg.Train.WarmupSteps, TotalSteps: r.total}
-	if err := r.sched.Validate(); err != nil {
-		return err
+	return r.sched.Validate()
+}
+
+// setupResume loads this run's newest valid checkpoint when resuming (one within the run's
+// steps; a broken newest one falls back to the previous with a warning).
+func (r *recipe) setupResume(resume bool) error {
+	r.state = State{RunID: r.rd.ID}
+	if !resume {
+		return nil
 	}
+	var err error
+	r.state, err = resumeCheckpoint(r.st, r.out, r.rd.ID, r.total, r.log)
+	return err
+}
+
+// setupData starts the data pipeline at the resumed cursor.
+func (r *recipe) setupData(ctx context.Context) error {
+	cfg, srcs := r.cfg, r.srcs
+	var err error
 	var cursor *cauldron.Cursor
 	if r.state.Step > 0 {
 		cursor = &r.state.Cursor
@@ -255,6 +269,9 @@ func (r *recipe) train() (*Result, error) {
 		state.Samples = pipe.Samples
 		state.Cursor = pipe.Cursor
 		loss := lossSum / math.Max(numItems, 1)
+		if err := checkFinite(state.Step, loss, norm, out); err != nil {
+			return nil, err
+		}
 		if math.IsNaN(res.FirstLoss) {
 			res.FirstLoss = loss
 		}

@@ -46,6 +46,7 @@ func main() {
 	fs.Bind("adapter", "model.adapter", "PEFT adapter directory")
 	fs.Bind("tokenizer", "model.tokenizer", "tokenizer directory (default: the model directory)")
 	fs.Bind("dtype", "model.dtype", "compute dtype: float32 or bfloat16")
+	fs.Bind("max-image-pixels", "model.max_image_pixels", "refuse images with more pixels than this (0: Pillow's limit, 178956970; -1: no limit)")
 	fs.Bind("backend", "model.backend", "GoMLX backend (default: $GOMLX_BACKEND, else XLA if a PJRT plugin loads, else the pure Go backend)")
 	fs.Bind("task", "eval.task", "docvqa or textvqa")
 	fs.Bind("preset", "eval.preset", "lmms-eval or vlmevalkit")
@@ -62,6 +63,7 @@ func main() {
 		}
 		fail(2, err)
 	}
+	cfg.Model.ApplyImageLimit()
 	if _, err := cfg.Eval.Resolve(); err != nil {
 		fail(2, err)
 	}

@@ -59,6 +59,7 @@ func main() {
 	fs.Bind("tokenizer", "model.tokenizer", "tokenizer directory (default: the model directory)")
 	fs.Bind("tokenizer-compat", "model.tokenizer_compat", "tokenizer behaviour: trained (transformers 4.40, how Idefics2 was trained) or transformers5")
 	fs.Bind("dtype", "model.dtype", "compute dtype: float32 or bfloat16")
+	fs.Bind("max-image-pixels", "model.max_image_pixels", "refuse images with more pixels than this (0: Pillow's limit, 178956970; -1: no limit)")
 	fs.Bind("backend", "model.backend", "GoMLX backend (default: $GOMLX_BACKEND, else XLA if a PJRT plugin loads, else the pure Go backend)")
 	fs.Bind("image", "generate.images", "image file (order = prompt order)")
 	fs.Bind("prompt", "generate.prompt", "the question or instruction")
@@ -78,6 +79,7 @@ func main() {
 		}
 		os.Exit(2)
 	}
+	cfg.Model.ApplyImageLimit()
 	if err := run(cfg.Model, cfg.Generate); err != nil {
 		fmt.Fprintln(os.Stderr, "idefics2-generate:", err)
 		os.Exit(1)
@@ -124,6 +126,9 @@ func run(o session.Options, g Options) error {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
+		}
+		if err := data.CheckImageHeader(b); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		blobs = append(blobs, b)
 	}

@@ -2,7 +2,7 @@
 // backbones, full training of the modality connector, AdamW with schedules and gradient
 // accumulation, checkpoints with exact resume. Everything is in the YAML config; see configs/.
 //
-//	idefics2-train --config configs/sft.yaml [--set train.lr=5e-5 ...] [--resume]
+//	idefics2-train --config configs/sft.yaml [--set train.lr=5e-5 ...] [--resume | --overwrite]
 package main
 
 import (
@@ -27,6 +27,7 @@ func main() {
 	fs.Bind("output-dir", "train.output_dir", "where metrics, checkpoints, loss.png and the adapter go")
 	fs.Bind("model", "model.path", "HF Idefics2 directory (config.json + safetensors)")
 	fs.Bind("max-steps", "train.max_steps", "optimizer steps (0: train.epochs passes over the data)")
+	fs.Bind("overwrite", "train.overwrite_output_dir", "delete an earlier run found in train.output_dir first")
 	fs.Bind("backend", "backend", "GoMLX backend (default: $GOMLX_BACKEND, else XLA if a PJRT plugin loads, else the pure Go backend)")
 	fs.DefaultConfig("configs/tiny.yaml")
 	if err := fs.Parse(os.Args[1:], &cfg); err != nil {
