@@ -42,7 +42,7 @@ func run() error {
 	peak := flag.Float64("peak-tflops", 0, "peak dense TFLOP/s for MFU (default: a table of GPUs; none for CPUs)")
 	rank := flag.Int("lora-rank", d.LoRARank, "LoRA rank of the train step")
 	out := flag.String("out", "", "JSON output file (with several sizes: a directory, one ours-<size>.json each)")
-	compare := flag.String("compare", "", "OURS.json,HF.json: print the side-by-side table with ratios and exit")
+	compare := flag.String("compare", "", "OURS.json,HF.json: print the side-by-side table with ratios and exit (one file: its own table)")
 	cpuprofile := flag.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
 	stock := flag.Bool("stock-gradients", false, "train step with GoMLX's own gradient rules (to measure internal/gradpatch; XLA backends only)")
 	flag.Parse()
@@ -60,12 +60,14 @@ func run() error {
 
 	if *compare != "" {
 		a, b, ok := strings.Cut(*compare, ",")
-		if !ok {
-			return fmt.Errorf("-compare wants OURS.json,HF.json")
-		}
 		ours, err := bench.ReadResult(a)
 		if err != nil {
 			return err
+		}
+		if !ok {
+			// One file: its own table, for a run whose other side is missing.
+			ours.PrintTable(os.Stdout)
+			return nil
 		}
 		hf, err := bench.ReadResult(b)
 		if err != nil {
