@@ -54,6 +54,7 @@ vet: setup
 
 test: setup
 	$(GO) vet ./...
+	bash scripts/gpu_bench_test.sh
 	$(GO) test -count=1 -timeout 40m ./...
 
 # The README's first command: trains the tiny embedded model on the embedded dataset.

@@ -268,7 +268,7 @@ if [[ $MODE == gpu ]]; then
   if [[ -n "$need" ]]; then
     min="$(min_driver_for "$need")"
     if [[ -n "$drv_cuda" ]] && ! ver_ge "$drv_cuda" "$need.0"; then
-      stop "driver" "driver $driver supports CUDA up to $drv_cuda, the plugin is built for CUDA $need${min:+ (needs driver ≥ $min)}"
+      stop "driver" "driver $driver supports CUDA $drv_cuda at most, the plugin is built for CUDA $need${min:+ (needs driver ≥ $min)}"
     fi
     if [[ -n "$min" ]] && ! ver_ge "$driver" "$min"; then
       stop "driver" "driver $driver is older than $min, the least a CUDA $need plugin needs"
