@@ -237,7 +237,9 @@ find_data_dir() {
       libdev="$d/triton/backends/nvidia/lib/libdevice.10.bc"; DATA_NOTE="libdevice only as triton's copy"
     fi
   done <<<"$SITE_DIRS"
-  if [[ -z "$ptxas" ]]; then DATA_NOTE="no ptxas in ${cands[*]}, on PATH or in triton"; return 1; fi
+  local looked=()
+  for d in "${cands[@]}"; do [[ -d "$d" ]] && looked+=("$d"); done
+  if [[ -z "$ptxas" ]]; then DATA_NOTE="no ptxas in ${looked[*]:-the nvidia-* packages, \$CUDA_HOME or /usr/local/cuda*}${looked[*]:+,} on PATH or in triton"; return 1; fi
   if [[ -z "$libdev" ]]; then DATA_NOTE="no nvvm/libdevice/libdevice.10.bc next to any ptxas nor in triton"; return 1; fi
   DATA_DIR="${TMPDIR:-/tmp}/idefics2-cuda-data"
   rm -rf "$DATA_DIR" && mkdir -p "$DATA_DIR/bin" "$DATA_DIR/nvvm/libdevice" || { DATA_NOTE="cannot create $DATA_DIR"; return 1; }
@@ -279,11 +281,11 @@ if [[ $MODE == gpu ]]; then
   fi
 
   missing="$(LD_LIBRARY_PATH="$NV_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$CUDA_PLUGIN" 2>&1 | awk '/not found/ {print $1}' | tr '\n' ' ')"
-  [[ -z "$missing" ]] || stop "plugin libraries" "ldd finds no ${missing}for $CUDA_PLUGIN (the nvidia-*-cu$need wheels jax-cuda$need-plugin depends on are missing from $(dirname "$(dirname "$(dirname "$CUDA_PLUGIN")")"))"
+  [[ -z "$missing" ]] || stop "plugin libraries" "ldd finds no ${missing}for $CUDA_PLUGIN (the nvidia-* wheels for CUDA $need that jax-cuda$need-plugin depends on are missing from $(dirname "$(dirname "$(dirname "$CUDA_PLUGIN")")"))"
   cublas="$(LD_LIBRARY_PATH="$NV_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$CUDA_PLUGIN" 2>/dev/null | awk '/libcublas\.so/ {print $3; exit}')"
   pass "plugin libraries" "all found${cublas:+ (cuBLAS: $cublas)}"
 
-  find_data_dir || stop "ptxas/libdevice" "$DATA_NOTE (install nvidia-cuda-nvcc-cu$need, or set CUDA_DATA_DIR to a directory with bin/ptxas and nvvm/libdevice)"
+  find_data_dir || stop "ptxas/libdevice" "$DATA_NOTE (install the pip packages nvidia-cuda-nvcc and nvidia-nvvm for CUDA $need, or set CUDA_DATA_DIR to a directory with bin/ptxas and nvvm/libdevice)"
   pv="$("$DATA_DIR/bin/ptxas" --version 2>&1)" || stop "ptxas/libdevice" "$DATA_DIR/bin/ptxas does not run: $(tail -1 <<<"$pv")"
   pv="$(sed -n 's/.*release \([0-9][0-9.]*\).*/\1/p' <<<"$pv" | head -1)"
   pass "ptxas/libdevice" "$DATA_DIR (ptxas ${pv:-?}${DATA_NOTE:+; $DATA_NOTE})"
@@ -436,7 +438,7 @@ for s in "${order[@]}"; do
   run_step ours "$s" "${!ob}" "$WORK/ours-$s.log" "${OURS[@]}" "${common[@]}" --sections "$s" --out "$WORK/ours-$s.json"
   if [[ -n "$HF_SKIP" ]]; then
     PLAN=$(( PLAN + ${!hb} ))
-    record hf "$s" "skipped: $HF_SKIP"; n_skip=$(( n_skip + 1 ))
+    record hf "$s" "skipped: no HF stack (see preflight)"; n_skip=$(( n_skip + 1 ))
   else
     [[ $HF_DEVICE == cuda ]] && wait_gpu_free
     run_step hf "$s" "${!hb}" "$WORK/hf-$s.log" env PYTHONUNBUFFERED=1 "$PY" scripts/bench_hf.py "${common[@]}" \

@@ -75,7 +75,7 @@ expect_stop() {
 # ---- cases --------------------------------------------------------------------------------------
 reset_tree
 preflight
-expect_stop "site-packages without the CUDA libraries" "plugin libraries" "libcublas.so.13" "nvidia-*-cu13 wheels"
+expect_stop "site-packages without the CUDA libraries" "plugin libraries" "libcublas.so.13" "nvidia-* wheels for CUDA 13"
 
 reset_tree; with_cuda_libs; with_ptxas
 preflight
