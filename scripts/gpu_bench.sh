@@ -20,11 +20,12 @@
 #
 # Preflight, before anything long starts, stops at the first problem with one line naming it: the
 # bench binary and its libraries, nvidia-smi, the driver against the CUDA version the plugin was
-# built for, `ldd` of the plugin (its CUDA libraries come from the nvidia-* pip packages through
-# its RUNPATH), ptxas and libdevice for XLA's GPU compiler (when only triton's copy of libdevice
-# exists it is linked into a data directory with a ptxas), free GPU memory, the HF stack, and then
-# the first compile on the plugin (the tiny model's forward pass), which proves that XLA finds
-# ptxas, libdevice and cuBLAS before the 8B graphs start compiling.
+# built for, `ldd` of the plugin and the CUDA libraries XLA dlopens at run time (the plugin links
+# none; they come from the nvidia-* pip packages through its RPATH, each checked with `ldd` too),
+# ptxas and libdevice for XLA's GPU compiler (when only triton's copy of libdevice exists it is
+# linked into a data directory with a ptxas), free GPU memory, the HF stack, and then the first
+# compile on the plugin (the tiny model's forward pass), which proves that XLA finds ptxas,
+# libdevice and cuBLAS before the 8B graphs start compiling.
 #
 # Knobs (environment):
 #   SIZE (8b), DTYPE (bfloat16), BATCH (1), TEXT_TOKENS (64), NEW_TOKENS (32), ITERS (5),
@@ -44,6 +45,7 @@
 #   XLA_FLAGS_EXTRA (appended to XLA_FLAGS), PJRT_PLUGIN (the plugin .so; default: found in the
 #   Python's site-packages), CUDA_DATA_DIR (a directory with bin/ptxas and nvvm/libdevice),
 #   MIN_FREE_GIB (100 for 8b, else 2), HF_ATTN (sdpa), SMOKE (1; 0 skips the first compile),
+#   LDCONFIG (the ldconfig whose cache preflight reads),
 #   PYTHON (python3; in a rehearsal .venv/bin/python when it exists), BENCH_BIN, GPU_BUILD
 #   (build/gpu), OUT (build/gpu-out; a rehearsal: build/gpu-rehearse).
 #
@@ -119,6 +121,8 @@ PY="${PYTHON:-python3}"
 GPU_BUILD="${GPU_BUILD:-$ROOT/build/gpu}"
 BIN="${BENCH_BIN:-$GPU_BUILD/idefics2-bench}"
 if [[ $SIZE == 8b ]]; then MIN_FREE_GIB="${MIN_FREE_GIB:-100}"; else MIN_FREE_GIB="${MIN_FREE_GIB:-2}"; fi
+# The loader's cache: ldconfig is often outside an ordinary user's PATH.
+LDCONFIG="${LDCONFIG:-$(command -v ldconfig || echo /sbin/ldconfig)}"
 RESERVE=10     # seconds kept after the last step: the kill grace of `timeout`, the merge and the table
 MIN_STEP=15    # a step with less time than this left is skipped, not started
 
@@ -277,13 +281,49 @@ if [[ $MODE == gpu ]]; then
     fi
     pass "driver" "$driver (CUDA ${drv_cuda:-?}) runs a CUDA $need plugin${min:+ (needs ≥ $min)}"
   else
-    say "preflight: driver: WARNING: cannot tell which CUDA version the plugin needs; not checked"
+    need=13
+    say "preflight: driver: WARNING: cannot tell which CUDA version the plugin needs; not checked, CUDA 13 assumed below"
   fi
 
-  missing="$(LD_LIBRARY_PATH="$NV_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$CUDA_PLUGIN" 2>&1 | awk '/not found/ {print $1}' | tr '\n' ' ')"
-  [[ -z "$missing" ]] || stop "plugin libraries" "ldd finds no ${missing}for $CUDA_PLUGIN (the nvidia-* wheels for CUDA $need that jax-cuda$need-plugin depends on are missing from $(dirname "$(dirname "$(dirname "$CUDA_PLUGIN")")"))"
-  cublas="$(LD_LIBRARY_PATH="$NV_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$CUDA_PLUGIN" 2>/dev/null | awk '/libcublas\.so/ {print $3; exit}')"
-  pass "plugin libraries" "all found${cublas:+ (cuBLAS: $cublas)}"
+  # The plugin links no CUDA library: XLA dlopens them by name at run time (jax-cuda13-pjrt
+  # 0.11.2: only glibc and libstdc++ are NEEDED). dlopen searches the plugin's RPATH (the nvidia-*
+  # packages next to it), LD_LIBRARY_PATH and the loader's cache, so preflight looks there too.
+  PLUGIN_LD="$NV_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  missing="$(LD_LIBRARY_PATH="$PLUGIN_LD" ldd "$CUDA_PLUGIN" 2>&1 | awk '/not found/ {print $1}' | tr '\n' ' ')"
+  [[ -z "$missing" ]] || stop "plugin libraries" "ldd finds no ${missing}for $CUDA_PLUGIN"
+  pdir="$(dirname "$CUDA_PLUGIN")"
+  LIB_DIRS="$(readelf -d "$CUDA_PLUGIN" 2>/dev/null | sed -n 's/.*R[UN]*PATH.*\[\(.*\)\]/\1/p' | tr ':' '\n' |
+              sed "s|\\\$ORIGIN|$pdir|; s|\\\${ORIGIN}|$pdir|" | while IFS= read -r l; do realpath -m -- "$l"; done | awk '!seen[$0]++')"
+  LIB_DIRS="$LIB_DIRS"$'\n'"$(tr ':' '\n' <<<"$PLUGIN_LD")"
+  find_lib() {
+    local d
+    while IFS= read -r d; do
+      [[ -n "$d" && -e "$d/$1" ]] && { readlink -f "$d/$1"; return 0; }
+    done <<<"$LIB_DIRS"
+    "$LDCONFIG" -p 2>/dev/null | awk -v s="$1" '$1 == s {print $NF; exit}'
+  }
+  case "$need" in 12) older=12 older2=11 ;; *) older=12 older2=12 ;; esac
+  required=(libcuda.so.1 "libcudart.so.$need" "libcublas.so.$need" "libcublasLt.so.$need" libcudnn.so.9)
+  optional=("libnvrtc.so.$need" "libnvJitLink.so.$need" "libcupti.so.$need" "libcusparse.so.$older" "libcusolver.so.$older2" "libcufft.so.$older2" libnccl.so.2)
+  absent=() found=()
+  for so in "${required[@]}"; do
+    p="$(find_lib "$so")"
+    if [[ -n "$p" ]]; then found+=("$p"); else absent+=("$so"); fi
+  done
+  if [[ " ${absent[*]} " == *" libcuda.so.1 "* ]]; then
+    stop "CUDA libraries" "the driver's libcuda.so.1 is not in LD_LIBRARY_PATH nor the loader's cache"
+  fi
+  rp="$(awk 'NF' <<<"$LIB_DIRS" | grep -v -F -x -f <(tr ':' '\n' <<<"$PLUGIN_LD") | tr '\n' ' ')"
+  rp="${rp% }"
+  [[ ${#absent[@]} -eq 0 ]] || stop "CUDA libraries" "no ${absent[*]} in the plugin's RPATH (${rp:-none}), LD_LIBRARY_PATH or the loader's cache: XLA loads them at run time (the nvidia-* wheels for CUDA $need that jax-cuda$need-plugin depends on)"
+  for p in "${found[@]}"; do
+    missing="$(LD_LIBRARY_PATH="$PLUGIN_LD" ldd "$p" 2>&1 | awk '/not found/ {print $1}' | tr '\n' ' ')"
+    [[ -z "$missing" ]] || stop "CUDA libraries" "$p needs ${missing}which is not found"
+  done
+  absent=()
+  for so in "${optional[@]}"; do [[ -n "$(find_lib "$so")" ]] || absent+=("$so"); done
+  pass "CUDA libraries" "cuBLAS $(find_lib "libcublas.so.$need"), cuDNN $(find_lib libcudnn.so.9), driver $(find_lib libcuda.so.1)"
+  [[ ${#absent[@]} -eq 0 ]] || say "preflight: CUDA libraries: WARNING: not found: ${absent[*]} (XLA loads these only for features these graphs should not need)"
 
   find_data_dir || stop "ptxas/libdevice" "$DATA_NOTE (install the pip packages nvidia-cuda-nvcc and nvidia-nvvm for CUDA $need, or set CUDA_DATA_DIR to a directory with bin/ptxas and nvvm/libdevice)"
   pv="$("$DATA_DIR/bin/ptxas" --version 2>&1)" || stop "ptxas/libdevice" "$DATA_DIR/bin/ptxas does not run: $(tail -1 <<<"$pv")"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests of scripts/gpu_bench.sh's preflight on fake machines: a site-packages tree with a fake
-# jax-cuda13-pjrt plugin (a real shared library that needs libcublas.so.13 through the same
-# RUNPATH as the real one), fake nvidia-smi and ptxas, and triton's libdevice. Each broken
+# jax-cuda13-pjrt plugin (a shared library with the real one's RPATH) and stub CUDA libraries
+# where the real ones live, fake nvidia-smi, ldconfig and ptxas, and triton's libdevice. Each broken
 # machine must stop the script before anything long starts, with exactly one line naming the
 # problem; the sound one must pass, linking triton's libdevice into a CUDA data directory.
 # `make test` runs it; it needs bash, a C compiler and python3.
@@ -20,15 +20,25 @@ ok() { passed=$(( passed + 1 )); echo "ok   $1"; }
 bad() { failed=$(( failed + 1 )); echo "FAIL $1"; sed 's/^/     | /' "$T/last.txt"; }
 
 # ---- the fake machine ---------------------------------------------------------------------------
+# Like jax-cuda13-pjrt 0.11.2: the plugin NEEDS no CUDA library, it dlopens them at run time
+# through its RPATH into site-packages/nvidia/{cu13,cudnn}/lib; the driver's libcuda.so.1 is in
+# the loader's cache.
 SITE="$T/site"
-mkdir -p "$T/bin" "$T/stub" "$T/tmp" "$SITE/jax_plugins/xla_cuda13" "$SITE/triton/backends/nvidia/lib"
-echo 'int cublasCreate_v2(void) { return 0; }' >"$T/stub.c"
-echo 'extern int cublasCreate_v2(void); void *GetPjrtApi(void) { cublasCreate_v2(); return 0; }' >"$T/plugin.c"
-"$CC" -shared -fPIC -o "$T/stub/libcublas.so.13" -Wl,-soname,libcublas.so.13 "$T/stub.c" || { echo "gpu_bench_test: $CC failed"; exit 1; }
-# Like the real plugin: libcublas.so.13 found through RUNPATH in site-packages/nvidia/cu13/lib.
-"$CC" -shared -fPIC -o "$SITE/jax_plugins/xla_cuda13/xla_cuda_plugin.so" "$T/plugin.c" "$T/stub/libcublas.so.13" \
-  -Wl,--enable-new-dtags,-rpath,'$ORIGIN/../../nvidia/cu13/lib' || { echo "gpu_bench_test: $CC failed"; exit 1; }
+mkdir -p "$T/bin" "$T/stub" "$T/driver" "$T/tmp" "$SITE/jax_plugins/xla_cuda13" "$SITE/triton/backends/nvidia/lib"
+echo 'int stub(void) { return 0; }' >"$T/stub.c"
+build() { "$CC" -shared -fPIC -o "$@" || { echo "gpu_bench_test: $CC failed"; exit 1; }; }
+for so in libcudart.so.13 libcublasLt.so.13 libcudnn_graph.so.9; do build "$T/stub/$so" -Wl,-soname,$so "$T/stub.c"; done
+# Libraries that need others beside them, found through their own RUNPATH.
+build "$T/stub/libcublas.so.13" -Wl,-soname,libcublas.so.13 "$T/stub.c" -Wl,--no-as-needed "$T/stub/libcublasLt.so.13" -Wl,--enable-new-dtags,-rpath,'$ORIGIN'
+build "$T/stub/libcudnn.so.9" -Wl,-soname,libcudnn.so.9 "$T/stub.c" -Wl,--no-as-needed "$T/stub/libcudnn_graph.so.9" -Wl,--enable-new-dtags,-rpath,'$ORIGIN'
+build "$T/driver/libcuda.so.1" -Wl,-soname,libcuda.so.1 "$T/stub.c"
+build "$SITE/jax_plugins/xla_cuda13/xla_cuda_plugin.so" "$T/stub.c" \
+  -Wl,--disable-new-dtags,-rpath,'$ORIGIN/../../nvidia/cu13/lib:$ORIGIN/../../nvidia/cudnn/lib'
 touch "$SITE/triton/backends/nvidia/lib/libdevice.10.bc"
+cat >"$T/bin/ldconfig" <<EOF
+#!/bin/sh
+[ -n "\${FAKE_NO_DRIVER:-}" ] || printf '\tlibcuda.so.1 (libc6,x86-64) => %s\n' "$T/driver/libcuda.so.1"
+EOF
 
 cat >"$T/bin/nvidia-smi" <<'EOF'
 #!/bin/sh
@@ -43,9 +53,13 @@ cat >"$T/ptxas" <<'EOF'
 echo "ptxas: NVIDIA (R) Ptx optimizing assembler"
 echo "Cuda compilation tools, release 13.0, V13.0.88"
 EOF
-chmod +x "$T/bin/nvidia-smi" "$T/ptxas"
+chmod +x "$T/bin/nvidia-smi" "$T/bin/ldconfig" "$T/ptxas"
 
-with_cuda_libs() { mkdir -p "$SITE/nvidia/cu13/lib" && cp "$T/stub/libcublas.so.13" "$SITE/nvidia/cu13/lib/"; }
+with_cuda_libs() {
+  mkdir -p "$SITE/nvidia/cu13/lib" "$SITE/nvidia/cudnn/lib"
+  cp "$T/stub/libcudart.so.13" "$T/stub/libcublas.so.13" "$T/stub/libcublasLt.so.13" "$SITE/nvidia/cu13/lib/"
+  cp "$T/stub/libcudnn.so.9" "$T/stub/libcudnn_graph.so.9" "$SITE/nvidia/cudnn/lib/"
+}
 with_ptxas() { mkdir -p "$SITE/nvidia/cu13/bin" && cp "$T/ptxas" "$SITE/nvidia/cu13/bin/ptxas"; }
 reset_tree() { rm -rf "$SITE/nvidia" "$T/tmp/idefics2-cuda-data"; }
 
@@ -53,7 +67,7 @@ reset_tree() { rm -rf "$SITE/nvidia" "$T/tmp/idefics2-cuda-data"; }
 # the host has); output in $T/last.txt, status in $rc.
 preflight() {
   env -i HOME="$HOME" PATH="$T/bin:/usr/bin:/bin" TMPDIR="$T/tmp" PYTHONPATH="$SITE" PYTHON="$PY" \
-    OUT="$T/out" BENCH_BIN=/bin/true GPU_BUILD="$T/gpu" SMOKE=0 AUTOTUNE_CACHE="$T/tmp/autotune" \
+    OUT="$T/out" BENCH_BIN=/bin/true GPU_BUILD="$T/gpu" SMOKE=0 AUTOTUNE_CACHE="$T/tmp/autotune" LDCONFIG="$T/bin/ldconfig" \
     "$@" bash "$SCRIPT" --preflight-only >"$T/last.txt" 2>&1
   rc=$?
 }
@@ -75,7 +89,20 @@ expect_stop() {
 # ---- cases --------------------------------------------------------------------------------------
 reset_tree
 preflight
-expect_stop "site-packages without the CUDA libraries" "plugin libraries" "libcublas.so.13" "nvidia-* wheels for CUDA 13"
+expect_stop "site-packages without the CUDA libraries" "CUDA libraries" \
+  "no libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9" "$SITE/nvidia/cu13/lib" "nvidia-* wheels for CUDA 13"
+
+with_cuda_libs; rm "$SITE/nvidia/cudnn/lib/libcudnn.so.9"
+preflight
+expect_stop "no cuDNN" "CUDA libraries" "no libcudnn.so.9 in"
+
+with_cuda_libs; rm "$SITE/nvidia/cudnn/lib/libcudnn_graph.so.9"
+preflight
+expect_stop "cuDNN without a library it needs" "CUDA libraries" "$SITE/nvidia/cudnn/lib/libcudnn.so.9 needs libcudnn_graph.so.9"
+with_cuda_libs
+
+preflight FAKE_NO_DRIVER=1
+expect_stop "no driver library" "CUDA libraries" "libcuda.so.1"
 
 reset_tree; with_cuda_libs; with_ptxas
 preflight
@@ -84,6 +111,7 @@ if [[ $rc -eq 0 ]] && grep -q "libdevice only as triton's copy" "$T/last.txt" &&
    [[ "$(readlink "$T/tmp/idefics2-cuda-data/bin/ptxas")" == "$SITE/nvidia/cu13/bin/ptxas" ]] &&
    grep -q -- "XLA_FLAGS=--xla_gpu_cuda_data_dir=$T/tmp/idefics2-cuda-data --xla_gpu_per_fusion_autotune_cache_dir=$T/tmp/autotune" "$T/last.txt" &&
    grep -q "GOMLX_BACKEND=xla:$SITE/jax_plugins/xla_cuda13/xla_cuda_plugin.so,preallocate=false,memory_fraction=0.9$" "$T/last.txt" &&
+   grep -q "CUDA libraries: cuBLAS $SITE/nvidia/cu13/lib/libcublas.so.13, cuDNN $SITE/nvidia/cudnn/lib/libcudnn.so.9, driver $T/driver/libcuda.so.1" "$T/last.txt" &&
    grep -q "preflight passed" "$T/last.txt"; then
   ok "a sound machine whose libdevice is only triton's copy"
 else
