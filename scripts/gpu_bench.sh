@@ -419,8 +419,13 @@ PLAN=0
 STATUS=()   # "impl<TAB>section<TAB>status" per step
 n_ok=0 n_bad=0 n_skip=0
 record() { STATUS+=("$1"$'\t'"$2"$'\t'"$3"); say "$1 $2: $3"; }
+# The last error-looking line of a log, its middle cut when long: the start names the step, the
+# end the cause.
 last_error() {
-  grep -E -i 'error|panic|fatal|F0000|Traceback|Killed|out of memory|RESOURCE_EXHAUSTED' "$1" | grep -v -i 'no error' | tail -1 | cut -c1-300
+  local l
+  l="$(grep -E -i 'error|panic|fatal|F0000|Traceback|Killed|out of memory|RESOURCE_EXHAUSTED' "$1" | grep -v -i 'no error' | tail -1)"
+  if (( ${#l} > 300 )); then l="${l:0:120} … ${l: -170}"; fi
+  echo "$l"
 }
 
 # run_step IMPL SECTION BUDGET LOG CMD...: runs CMD under the step's limit, output to LOG and here.
@@ -460,6 +465,7 @@ if [[ $SMOKE == 1 ]]; then
   if (( rc != 0 && rc != 124 && rc != 137 && rc != 125 )) && grep -q 'PJRT_Client_Create' "$WORK/ours-smoke.log"; then
     say "WARNING: the plugin refused the client options ($CLIENT_OPTS); again without them"
     export GOMLX_BACKEND="xla:$PLUGIN"
+    STATUS[${#STATUS[@]}-1]="ours"$'\t'"first-compile"$'\t'"the plugin refused the client options $CLIENT_OPTS: retried without them"
     n_bad=$(( n_bad - 1 )); PLAN=$(( PLAN - BUDGET_SMOKE ))
     run_step ours first-compile "$BUDGET_SMOKE" "$WORK/ours-smoke.log" \
       "${OURS[@]}" --size tiny --dtype "$DTYPE" --sections forward --iters 1 --out "$WORK/smoke.json"

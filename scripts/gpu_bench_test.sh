@@ -144,6 +144,27 @@ expect_stop "no NVIDIA driver" "GPU" "nvidia-smi not found" "--rehearse"
 preflight BENCH_BIN="$T/missing"
 expect_stop "no bench binary" "bench binary" "make gpu-bench-build"
 
+# The first compile, with a stand-in for the bench binary: a plugin that refuses the client options
+# gets a second try without them; a compile that fails stops preflight.
+cat >"$T/bin/fake-bench" <<'EOF'
+#!/bin/sh
+case "$GOMLX_BACKEND" in
+  *memory_fraction*) echo "idefics2-bench: tiny: PJRT error (code=3): Unexpected option name passed to PJRT_Client_Create: memory_fraction"; exit 1 ;;
+esac
+[ -z "${FAKE_COMPILE_ERROR:-}" ] && exit 0
+echo "idefics2-bench: tiny: INTERNAL: $FAKE_COMPILE_ERROR"; exit 1
+EOF
+chmod +x "$T/bin/fake-bench"
+preflight SMOKE=1 BENCH_BIN="$T/bin/fake-bench"
+if [[ $rc -eq 0 ]] && grep -q "WARNING: the plugin refused the client options (preallocate=false,memory_fraction=0.9); again without them" "$T/last.txt" &&
+   grep -q "first compile: the plugin compiles and runs" "$T/last.txt"; then
+  ok "client options refused: the first compile again without them"
+else
+  bad "client options refused: the first compile again without them"
+fi
+preflight SMOKE=1 BENCH_BIN="$T/bin/fake-bench" FAKE_COMPILE_ERROR="ptxas exited with non-zero error code 255"
+expect_stop "the first compile fails" "first compile" "did not run" "ptxas exited with non-zero error code 255"
+
 # A whole-number memory fraction still goes as a float; bad values are usage errors.
 preflight MEM_FRACTION=1
 if [[ $rc -eq 0 ]] && grep -q "memory_fraction=1.0$" "$T/last.txt"; then ok "MEM_FRACTION=1 is passed as 1.0"; else bad "MEM_FRACTION=1 is passed as 1.0"; fi
