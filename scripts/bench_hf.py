@@ -288,7 +288,7 @@ class MasterAdamW:
 
     def step(self):
         for p, m in zip(self.params, self.masters):
-            if m is not p:
+            if m is not p and p.grad is not None:
                 m.grad = p.grad.float()
         torch.nn.utils.clip_grad_norm_(self.masters, self.max_norm)
         self.opt.step()
