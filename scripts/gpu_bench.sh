@@ -7,7 +7,7 @@
 #     make gpu-bench-build        # -> build/gpu/idefics2-bench.gz (+ build/gpu/lib/ for its shared libs)
 # Run on the GPU machine, from the repository root, with build/gpu carried along:
 #     bash scripts/gpu_bench.sh                   # preflight, then the benchmark
-#     bash scripts/gpu_bench.sh --preflight-only  # preflight and the first compile only (~30 s)
+#     bash scripts/gpu_bench.sh --preflight-only  # preflight (seconds) and the first compile only
 # Rehearse the same script on a CPU machine (XLA's CPU plugin, size tiny; CI runs this):
 #     bash scripts/gpu_bench.sh --rehearse        # or: make gpu-rehearse
 #
