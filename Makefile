@@ -54,6 +54,7 @@ vet: setup
 
 test: setup
 	$(GO) vet ./...
+	bash scripts/gpu_bench_test.sh
 	$(GO) test -count=1 -timeout 40m ./...
 
 # The README's first command: trains the tiny embedded model on the embedded dataset. A demo is
@@ -124,7 +125,7 @@ PJRT_CPU_WHEEL := lammps_jax_pjrt_cpu-0.11.2-py3-none-manylinux_2_27_x86_64.whl
 PJRT_CPU_SHA256 := 1319390d948b39f69f7dade496b7c385149d9ca6097a6b62114da113216d9ad1
 PJRT_CPU_PLUGIN := $(BUILD)/pjrt/pjrt_c_api_cpu_plugin.so
 
-.PHONY: pjrt-cpu test-xla-cpu bench-go gpu-bench-build
+.PHONY: pjrt-cpu test-xla-cpu bench-go gpu-bench-build gpu-rehearse
 
 pjrt-cpu: $(PJRT_CPU_PLUGIN)
 
@@ -167,15 +168,23 @@ bench-go: setup
 
 # What scripts/gpu_bench.sh runs on a GPU machine: the bench binary built here (cgo), stripped
 # and gzipped to stay small when copied to the GPU machine (about 18 MB), and copies of the shared
-# libraries it needs beyond glibc and libstdc++, in build/gpu (carry that folder).
+# libraries it needs beyond glibc and libstdc++, in build/gpu (carry that folder; GPU_BUILD=...
+# puts it elsewhere).
+GPU_BUILD ?= $(BUILD)/gpu
 gpu-bench-build: setup
-	@rm -rf $(BUILD)/gpu && mkdir -p $(BUILD)/gpu/lib
-	$(GO) build -ldflags='-s -w' -o $(BUILD)/gpu/idefics2-bench ./cmd/idefics2-bench
-	ldd $(BUILD)/gpu/idefics2-bench | awk '/=> \// {print $$3}' \
+	@rm -rf $(GPU_BUILD) && mkdir -p $(GPU_BUILD)/lib
+	$(GO) build -ldflags='-s -w' -o $(GPU_BUILD)/idefics2-bench ./cmd/idefics2-bench
+	ldd $(GPU_BUILD)/idefics2-bench | awk '/=> \// {print $$3}' \
 		| grep -vE '/(libc|libm|libdl|libpthread|librt|libresolv|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so' \
-		| xargs -r -I{} cp -L {} $(BUILD)/gpu/lib/
-	gzip -6 $(BUILD)/gpu/idefics2-bench
-	@ls -la $(BUILD)/gpu $(BUILD)/gpu/lib
+		| xargs -r -I{} cp -L {} $(GPU_BUILD)/lib/
+	gzip -6 $(GPU_BUILD)/idefics2-bench
+	@ls -la $(GPU_BUILD) $(GPU_BUILD)/lib
+
+# scripts/gpu_bench.sh end to end on this machine: the same discovery, preflight, budgets and both
+# sides, on XLA's CPU plugin at size tiny (the HF side when `make venv` made .venv, else a line
+# saying it is skipped); output in build/gpu-rehearse. CI runs it (about 2 minutes).
+gpu-rehearse: gpu-bench-build pjrt-cpu
+	bash scripts/gpu_bench.sh --rehearse
 
 # ---- PEFT / transformers round trip -----------------------------------------------------------
 

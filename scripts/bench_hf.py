@@ -12,7 +12,11 @@ Sections (each after one warm-up call, times are medians of --iters calls):
   forward   model(**inputs, labels=labels) under no_grad, eval mode; loss.item() waits for it.
   train     LoRA rank r (alpha r, gaussian init, no dropout) on every projection of the decoder,
             the connector fully trained (modules_to_save), vision frozen; one step = forward,
-            backward, clip_grad_norm_(1.0), AdamW(lr 1e-4), zero_grad.
+            backward, clip_grad_norm_(1.0), AdamW(lr 1e-4), zero_grad. As in our train step,
+            trained tensors keep float32 master copies with float32 AdamW moments while the
+            forward runs in --dtype (--optimizer-states plain: PEFT's defaults, float32 LoRA
+            matrices, and PyTorch's AdamW directly on the parameters, the connector's moments in
+            --dtype).
   generate  greedy generate with min_new_tokens = max_new_tokens (random weights must not stop
             early); prefill = a generate call with max_new_tokens=1; decode tokens/s =
             B*(N-1)/(t(N) - t(1)); 20 generations = wall time of 20 calls of N tokens.
@@ -270,22 +274,63 @@ def bench_generate(model, inputs, args, device, sampler, pad_id):
     return s
 
 
+class MasterAdamW:
+    """AdamW on float32 master copies of compute-dtype parameters, as train.Stepper does it: the
+    gradient is copied into the master's float32 grad, clipped there, the float32 moments and
+    master are updated, and the result is cast back into the parameter the forward uses.
+    Parameters already in float32 are their own masters."""
+
+    def __init__(self, params, lr, max_norm):
+        self.params = params
+        self.masters = [p.detach().float().clone() if p.dtype != torch.float32 else p for p in params]
+        self.opt = torch.optim.AdamW(self.masters, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+        self.max_norm = max_norm
+
+    def step(self):
+        for p, m in zip(self.params, self.masters):
+            if m is not p and p.grad is not None:
+                m.grad = p.grad.float()
+        torch.nn.utils.clip_grad_norm_(self.masters, self.max_norm)
+        self.opt.step()
+        with torch.no_grad():
+            for p, m in zip(self.params, self.masters):
+                if m is not p:
+                    p.copy_(m)
+        self.opt.zero_grad(set_to_none=True)
+        for p in self.params:
+            p.grad = None
+
+
 def bench_train(model, inputs, labels, args, device, sampler, T):
     from peft import LoraConfig, get_peft_model
 
     lcfg = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank, lora_dropout=0.0, target_modules=TRAIN_TARGETS,
                       init_lora_weights="gaussian", modules_to_save=["connector"])
-    pm = get_peft_model(model, lcfg)
+    # PEFT would otherwise make the LoRA matrices float32 and run them in float32; ours runs them
+    # in the compute dtype from float32 masters, which MasterAdamW reproduces.
+    try:
+        pm = get_peft_model(model, lcfg, autocast_adapter_dtype=args.optimizer_states != "float32")
+    except TypeError:  # a PEFT without the argument
+        pm = get_peft_model(model, lcfg)
     pm.train()
     params = [p for p in pm.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+    if args.optimizer_states == "float32":
+        opt = MasterAdamW(params, LR, 1.0)
+
+        def update():
+            opt.step()
+    else:
+        plain = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+
+        def update():
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            plain.step()
+            plain.zero_grad(set_to_none=True)
 
     def step():
         loss = pm(**inputs, labels=labels).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        update()
         return loss.item()
 
     first, loss = timed(step, device)
@@ -297,10 +342,52 @@ def bench_train(model, inputs, labels, args, device, sampler, T):
     s = {"iters": args.iters, "compile_count": 0, "compile_s": 0, "first_call_s": round(first, 3),
          "median_ms": round(med * 1e3, 3), "min_ms": round(min(ds) * 1e3, 3), "loss": loss,
          "trainable_params": sum(p.numel() for p in params)}
+    s["trainable_dtypes"] = sorted({str(p.dtype).replace("torch.", "") for p in params})
     rates(s, med, args.batch, T)
     memory(s, device, sampler)
     log(f"train: first step {first:.2f}s, median {med * 1e3:.1f} ms, loss {loss:.4f}")
     return s
+
+
+def dropouts(cfg):
+    """Every *dropout* value of the config, nested ones included."""
+    found = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            found.update({f"{k}.{kk}": vv for kk, vv in dropouts(v).items()})
+        elif "dropout" in k:
+            found[k] = v
+    return found
+
+
+def differences(args, cfg, device):
+    """What is the same as our side and what is not, printed under the comparison table."""
+    drop = dropouts(cfg)
+    nonzero = {k: v for k, v in drop.items() if v}
+    notes = []
+    if args.optimizer_states == "float32":
+        notes.append("same: trained tensors (LoRA, connector) keep float32 masters and float32 AdamW moments "
+                     f"(lr {LR}, betas 0.9/0.999, eps 1e-8, no weight decay), grad-norm clip 1.0 on the float32 "
+                     f"gradients; the forward runs in {args.dtype}")
+    else:
+        notes.append(f"differs: PyTorch's AdamW directly on the parameters: the connector and its moments in {args.dtype}, "
+                     "LoRA in float32 (ours: float32 masters and moments, everything computed in the compute dtype)")
+    notes.append("same: no dropout on either side (lora_dropout 0; " +
+                 (f"config dropouts nonzero: {nonzero}" if nonzero else "every dropout of the config is 0") + ")")
+    notes.append(f"differs: attention is attn_implementation={args.attn}" +
+                 (" (PyTorch's fused SDPA kernels)" if args.attn == "sdpa" else "") +
+                 "; ours is softmax(QK^T/sqrt(d))V compiled by XLA")
+    notes.append("differs: eager PyTorch without torch.compile (no compile time, one kernel launch per op); "
+                 "ours compiles whole graphs first (compile time in the table)")
+    notes.append("differs: backward writes compute-dtype .grad tensors that are then copied to the float32 masters; "
+                 "ours accumulates float32 gradients inside the backward graph")
+    notes.append("differs: generation grows a DynamicCache per token in a Python loop; ours runs compiled prefill and "
+                 "decode-step graphs over a fixed-length KV cache")
+    if device.type == "cuda":
+        notes.append("differs: device peak is nvidia-smi's view of the process (PyTorch's caching allocator; "
+                     "torch_max_allocated_mib in the JSON counts tensors alone); ours is XLA's pool")
+    notes.append("differs: random weights are drawn differently (normal here, uniform in ours); only shapes matter for speed")
+    return notes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,6 +407,9 @@ def main():
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--sections", default="forward,train,generate")
     ap.add_argument("--lora-rank", type=int, default=8)
+    ap.add_argument("--optimizer-states", default="float32", choices=["float32", "plain"],
+                    help="float32: float32 masters and AdamW moments for the trained tensors (as ours); "
+                         "plain: PEFT's defaults and PyTorch's AdamW directly on the parameters")
     ap.add_argument("--peak-tflops", type=float, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     ap.add_argument("--seed", type=int, default=1)
@@ -374,7 +464,7 @@ def main():
         "shape": {"batch": args.batch, "text_tokens": args.text_tokens, "image_size": image_size, "seq": T,
                   "patches_per_image": (image_size // patch) ** 2, "new_tokens": args.new_tokens},
         "peak": peak, "lora_rank": args.lora_rank, "setup": setup,
-        "notes": [f"attn_implementation={args.attn}"],
+        "notes": differences(args, cfg_dict, device),
     }
     sections = args.sections.split(",")
     # The train step wraps the model with PEFT, so it runs last (as on the Go side).

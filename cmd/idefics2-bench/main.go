@@ -80,7 +80,7 @@ func run() error {
 	fs.Bind("peak-tflops", "bench.peak_tflops", "peak dense TFLOP/s for MFU (default: a table of GPUs; none for CPUs)")
 	fs.Bind("lora-rank", "bench.lora_rank", "LoRA rank of the train step")
 	fs.Bind("out", "bench.out", "JSON output file (with several sizes: a directory, one ours-<size>.json each)")
-	fs.Bind("compare", "bench.compare", "OURS.json,HF.json: print the side-by-side table with ratios and exit")
+	fs.Bind("compare", "bench.compare", "OURS.json,HF.json: print the side-by-side table with ratios and exit (one file: its own table)")
 	fs.Bind("cpuprofile", "bench.cpuprofile", "write a Go CPU profile of the run to this file")
 	fs.Bind("stock-gradients", "bench.stock_gradients", "train step with GoMLX's own gradient rules (to measure internal/gradpatch; XLA backends only)")
 	fs.Bind("compile-only", "bench.compile_only", "compile the train step without running it and report XLA's memory plan (train.device_peak_bytes, train.graphs); weights are declared by shape only, so --size 8b fits a small host")

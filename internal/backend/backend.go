@@ -15,8 +15,9 @@
 //   - "xla:cpu" also finds the plugin that `make pjrt-cpu` installs under build/pjrt of this
 //     module when go-xla's own search finds none;
 //   - options of the form key=value after the plugin are PJRT client options
-//     ("xla:/p/xla_cuda_plugin.so,preallocate=false,memory_fraction=0.8,allocator=bfc"); booleans
-//     and numbers are typed, everything else is a string.
+//     ("xla:/p/xla_cuda_plugin.so,preallocate=false,memory_fraction=0.8,allocator=bfc"); true/false
+//     are booleans, whole numbers int64 (memory_fraction always a float), other numbers float32,
+//     everything else a string.
 //
 // For a CUDA plugin it sets XLA_FLAGS=--xla_gpu_cuda_data_dir=<dir> itself (a directory holding
 // bin/ptxas and nvvm/libdevice) unless XLA_FLAGS already names one: go-xla v0.1.4 otherwise
@@ -162,7 +163,8 @@ func ParseXLA(config string) (XLAConfig, error) {
 		if x.ClientOptions == nil {
 			x.ClientOptions = map[string]any{}
 		}
-		x.ClientOptions[strings.TrimSpace(k)] = typedValue(strings.TrimSpace(v))
+		k = strings.TrimSpace(k)
+		x.ClientOptions[k] = typedValue(k, strings.TrimSpace(v))
 	}
 	switch {
 	case strings.Contains(x.Plugin, "/") || strings.HasSuffix(x.Plugin, ".so"):
@@ -197,9 +199,26 @@ func hasOption(opts []string, o string) bool {
 	return false
 }
 
-func typedValue(v string) any {
-	if b, err := strconv.ParseBool(v); err == nil {
-		return b
+// floatOptions are the PJRT client options whose value the plugins check as a float: a whole
+// number written for one ("memory_fraction=1") must still go as a float, or the plugin refuses it.
+var floatOptions = map[string]bool{"memory_fraction": true}
+
+// typedValue types a client option's value the way PJRT checks it: "true"/"false" are booleans,
+// whole numbers int64, other numbers float32, the rest strings. "1" and "0" stay numbers
+// (strconv.ParseBool would take them as booleans, and an integer option such as
+// cpu_device_count=1 would then be refused).
+func typedValue(key, v string) any {
+	if floatOptions[key] {
+		if f, err := strconv.ParseFloat(v, 32); err == nil {
+			return float32(f)
+		}
+		return v
+	}
+	switch strings.ToLower(v) {
+	case "true":
+		return true
+	case "false":
+		return false
 	}
 	if i, err := strconv.ParseInt(v, 10, 64); err == nil {
 		return i

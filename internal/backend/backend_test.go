@@ -44,6 +44,18 @@ func TestParseXLA(t *testing.T) {
 			t.Errorf("client option %s = %#v (%T), want %#v (%T)", k, x.ClientOptions[k], x.ClientOptions[k], v, v)
 		}
 	}
+	// "1" and "0" are numbers, not booleans; memory_fraction is a float even when written whole.
+	x, err = ParseXLA("xla:pjrt_c_api_cpu_plugin.so,cpu_device_count=1,node_id=0,memory_fraction=1,enable_mock_nccl=True")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = map[string]any{"cpu_device_count": int64(1), "node_id": int64(0), "memory_fraction": float32(1), "enable_mock_nccl": true}
+	for k, v := range want {
+		if x.ClientOptions[k] != v {
+			t.Errorf("client option %s = %#v (%T), want %#v (%T)", k, x.ClientOptions[k], x.ClientOptions[k], v, v)
+		}
+	}
+	x, _ = ParseXLA("xla:pjrt_c_api_cpu_plugin.so,tf32,preallocate=false,memory_fraction=0.5,allocator=bfc,collective_memory_size=4")
 	if x.String() != "xla:"+plugin+",tf32,shared_buffers" {
 		t.Errorf("String() = %q", x.String())
 	}
@@ -143,6 +155,12 @@ func TestXLACPUPlugin(t *testing.T) {
 		t.Errorf("the default did not take the project plugin: %v", err)
 	} else {
 		d.Finalize()
+	}
+	// An integer client option written as 1 reaches the plugin as an int64 (it refuses a bool).
+	if c, err := New("xla:cpu,cpu_device_count=1"); err != nil {
+		t.Errorf("xla:cpu,cpu_device_count=1: %v", err)
+	} else {
+		c.Finalize()
 	}
 	e := MustNewExec(b, func(g *Graph) *Node {
 		x := Iota(g, shapes.Make(dtypes.Float32, 4, 4), 1)
