@@ -18,6 +18,9 @@ import (
 type Quantization struct {
 	Type        quant.Type
 	DoubleQuant bool
+	// Skip lists module paths ("model.connector") whose Linears stay in the compute dtype, as
+	// llm_int8_skip_modules does: the fully trained ones.
+	Skip []string
 }
 
 // ParseQuantization reads the config values: kind is nf4, fp4 or none ("" = none).
@@ -35,8 +38,8 @@ func ParseQuantization(kind string, doubleQuant bool) (Quantization, error) {
 // Enabled says whether weights are stored in 4 bits.
 func (q Quantization) Enabled() bool { return q.Type != "" }
 
-// QuantizedLinears lists the weights 4-bit loading converts: every Linear (nn.Linear) of the
-// model except the output head. transformers skips what get_keys_to_not_convert returns, which
+// QuantizedLinears lists the weights 4-bit loading converts (before Quantization.Skip): every
+// Linear (nn.Linear) of the model except the output head. transformers skips what get_keys_to_not_convert returns, which
 // for Idefics2 is lm_head (the output embedding and the last parameter; the tied-weight keys name
 // lm_head and embed_tokens, an Embedding, never converted); convolutions, embeddings, norms and
 // the perceiver latents are not Linear layers.
@@ -65,6 +68,21 @@ const (
 	paramQuantShape = "quant_shape"
 	paramQuantDType = "quant_dtype"
 )
+
+// quantizes lists the weights q converts when quantizing on load.
+func (q Quantization) quantizes(c Config) map[string]bool {
+	out := map[string]bool{}
+	for _, p := range c.QuantizedLinears() {
+		skip := false
+		for _, s := range q.Skip {
+			skip = skip || strings.HasPrefix(p.Name, s+".")
+		}
+		if !skip {
+			out[p.Name] = true
+		}
+	}
+	return out
+}
 
 // setPacked stores a packed weight as the module's variables: "weight" (uint8 codes) and its
 // quantization state.

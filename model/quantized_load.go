@@ -51,6 +51,7 @@ func (m *Model) loadWeights4bit(ck *Checkpoint) error {
 	for _, p := range m.Config.QuantizedLinears() {
 		quantized[p.Name] = true
 	}
+	toQuantize := m.Quant.quantizes(m.Config)
 	var problems []string
 	expected := map[string]bool{}
 	for _, p := range m.Config.Params() {
@@ -96,7 +97,7 @@ func (m *Model) loadWeights4bit(ck *Checkpoint) error {
 				return err
 			}
 			m.setPacked(p.Name, packed, stored)
-		case quantized[p.Name] && m.Quant.Enabled():
+		case toQuantize[p.Name] && m.Quant.Enabled():
 			vals, err := viewFloats(view, m.DType)
 			if err != nil {
 				return fmt.Errorf("tensor %s in %s: %w", p.Name, file, err)
@@ -296,10 +297,7 @@ func sameValues(a, b []float32) bool {
 
 // declareShapes4bit is DeclareShapes with the Linear weights of QuantizedLinears in 4 bits.
 func (m *Model) declareShapes4bit() {
-	quantized := map[string]bool{}
-	for _, p := range m.Config.QuantizedLinears() {
-		quantized[p.Name] = true
-	}
+	quantized := m.Quant.quantizes(m.Config)
 	for _, p := range m.Config.Params() {
 		if quantized[p.Name] {
 			m.declarePacked(p, m.Quant)

@@ -1,10 +1,12 @@
 package model_test
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gomlx/gomlx/backends"
@@ -168,5 +170,70 @@ func compareOutputs(t *testing.T, be backends.Backend, fx fixtures.Fixture, m *m
 	compare("logits", res.Logits, func(i int) bool { return batch.AttentionMask[i/vocab] != 0 })
 	if res.Loss != nil {
 		compare("loss", res.Loss, nil)
+	}
+}
+
+// TestPrequantizedErrors: a 4-bit checkpoint with a quant-state tensor missing, or of a quant
+// type bitsandbytes does not have, is refused with one line naming the tensor.
+func TestPrequantizedErrors(t *testing.T) {
+	fxs, err := fixtures.Find("qmodel")
+	if err != nil || len(fxs) == 0 {
+		t.Fatal("no kind=qmodel fixtures found", err)
+	}
+	var fx fixtures.Fixture
+	for _, f := range fxs {
+		if strings.Contains(f.Name, "nf4-double") {
+			fx = f
+		}
+	}
+	if fx.Dir == "" {
+		t.Fatal("the cases need the qmodel-nf4-double fixture")
+	}
+	dir := filepath.Join(fx.Dir, "prequantized")
+	const module = "model.text_model.layers.1.mlp.down_proj.weight"
+	for _, c := range []struct{ from, to, want string }{
+		{module + ".absmax", module + ".absmaX", "missing quant-state tensor " + module + ".absmax"},
+		{module + ".quant_state.bitsandbytes__nf4", module + ".quant_state.bitsandbytes__nf5", `unknown 4-bit quant type "nf5"`},
+		{module + ".quant_map", module + ".quant_maQ", "missing quant-state tensor " + module + ".quant_map"},
+		{module + ".nested_absmax", module + ".nested_absmaX", "missing quant-state tensor " + module + ".nested_absmax"},
+	} {
+		tmp := t.TempDir()
+		renameTensor(t, dir, tmp, c.from, c.to)
+		cfg, err := model.LoadConfig(filepath.Join(tmp, "config.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ck, err := model.OpenCheckpoint(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = model.New(cfg, dtypes.Float32).LoadWeights(ck)
+		ck.Close()
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("renaming %s: error %v, want one line containing %q", c.from, err, c.want)
+		}
+	}
+}
+
+// renameTensor copies a checkpoint directory, renaming one tensor in the safetensors header
+// (same length, so the data offsets stay valid).
+func renameTensor(t *testing.T, src, dst, from, to string) {
+	t.Helper()
+	for _, f := range []string{"config.json", "model.safetensors"} {
+		data, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == "model.safetensors" {
+			n := int(binary.LittleEndian.Uint64(data))
+			header := string(data[8 : 8+n])
+			if len(from) != len(to) || !strings.Contains(header, `"`+from+`"`) {
+				t.Fatalf("cannot rename %s to %s in %s", from, to, f)
+			}
+			data = append(append(append([]byte(nil), data[:8]...), strings.Replace(header, `"`+from+`"`, `"`+to+`"`, 1)...), data[8+n:]...)
+		}
+		if err := os.WriteFile(filepath.Join(dst, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

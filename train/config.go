@@ -33,6 +33,10 @@ type ModelConfig struct {
 	// Tiny, when set, builds a random model of that size at Path if Path holds no checkpoint
 	// (the embedded default; see TinyConfig).
 	Tiny bool `mapstructure:"build_tiny_if_missing"`
+	// Quantization keeps the frozen Linear weights in bitsandbytes' 4-bit format (QLoRA): nf4 |
+	// fp4 | none. DoubleQuant also quantizes their scales (bnb_4bit_use_double_quant).
+	Quantization string `mapstructure:"quantization"`
+	DoubleQuant  bool   `mapstructure:"double_quant"`
 }
 
 // DataConfig describes the training and evaluation data and how samples become batches.
@@ -114,7 +118,7 @@ type TrainConfig struct {
 // Defaults are HF Trainer's where it has one, and the Idefics2 tutorial's LoRA otherwise.
 func Defaults() Config {
 	return Config{
-		Model: ModelConfig{DType: "bfloat16", PerceiverEps: 1e-5},
+		Model: ModelConfig{DType: "bfloat16", PerceiverEps: 1e-5, Quantization: "none", DoubleQuant: true},
 		Data: DataConfig{Seed: 42, ShuffleWindow: 4, MaxLength: 2048, Overflow: "skip", Labels: "answers",
 			SeqBuckets: []int{256, 512, 1024, 2048}, ImageBuckets: []int{378, 490, 616, 742, 868, 980},
 			LongestEdge: 980, ShortestEdge: 378, Workers: 2},
@@ -187,6 +191,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("model.path is empty: point it at an HF Idefics2 directory (config.json + safetensors)")
 	case c.Model.DType != "float32" && c.Model.DType != "bfloat16":
 		return fmt.Errorf("model.dtype %q: use float32 or bfloat16", c.Model.DType)
+	case c.Model.Quantization != "none" && c.Model.Quantization != "nf4" && c.Model.Quantization != "fp4" && c.Model.Quantization != "":
+		return fmt.Errorf("model.quantization %q: use nf4, fp4 or none", c.Model.Quantization)
 	case len(c.Data.Train) == 0:
 		return fmt.Errorf("data.train is empty: list at least one dataset")
 	case c.Train.BatchSize <= 0 || c.Train.GradAccum <= 0:

@@ -52,7 +52,7 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 			log.Info("built the tiny random model", "dir", cfg.Model.Path)
 		}
 	}
-	m, err := loadModel(cfg.Model)
+	m, err := loadModel(cfg.Model, cfg.Train.ModulesToSave)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +228,7 @@ func Run(ctx context.Context, cfg Config, resume bool, log *slog.Logger) (*Resul
 	return res, nil
 }
 
-func loadModel(c ModelConfig) (*model.Model, error) {
+func loadModel(c ModelConfig, modulesToSave []string) (*model.Model, error) {
 	dtype := dtypes.Float32
 	if c.DType == "bfloat16" {
 		dtype = dtypes.BFloat16
@@ -249,6 +249,9 @@ func loadModel(c ModelConfig) (*model.Model, error) {
 	}
 	defer ck.Close()
 	m := model.New(cfg, dtype)
+	if m.Quant, err = quantization(c, cfg, modulesToSave); err != nil {
+		return nil, err
+	}
 	return m, m.LoadWeights(ck)
 }
 
