@@ -74,6 +74,9 @@ fixtures: venv
 	$(PY) scripts/make_train_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_generate_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_adapter_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_quant_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_qmodel_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_qtrain_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_metric_fixtures.py
 	$(PY) scripts/make_schedule_fixtures.py
 	$(PY) scripts/make_processor_fixtures.py --out testdata/fixtures --pillow-out testdata/pillow

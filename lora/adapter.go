@@ -82,6 +82,9 @@ func Attach(m *model.Model, cfg Config, seed uint64) (*Adapter, error) {
 			if w == nil || !w.HasValue() {
 				return nil, fmt.Errorf("lora: DoRA needs the weights of %s loaded before attaching", module)
 			}
+			if w.Shape().DType == dtypes.Uint8 {
+				return nil, fmt.Errorf("lora: DoRA on a 4-bit base (%s) is not supported: set lora.use_dora false or model.quantization none", module)
+			}
 			mctx.VariableWithValue(magnitude, rowNorms(w)).SetTrainable(true)
 		}
 	}

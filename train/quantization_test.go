@@ -173,3 +173,31 @@ func TestQLoRAParity(t *testing.T) {
 		})
 	}
 }
+
+// DoRA's magnitude starts from the base weight's row norms; on a 4-bit base that is refused in
+// one line rather than read from packed codes.
+func TestDoRAOnQuantizedBase(t *testing.T) {
+	fxs, err := fixtures.Find("qtrain")
+	if err != nil || len(fxs) == 0 {
+		t.Fatal("no kind=qtrain fixtures", err)
+	}
+	cfg, err := model.LoadConfig(filepath.Join(fxs[0].Dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := model.OpenCheckpoint(fxs[0].Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	m := model.New(cfg, dtypes.Float32)
+	m.Quant = model.Quantization{Type: "nf4", DoubleQuant: true}
+	if err := m.LoadWeights(ck); err != nil {
+		t.Fatal(err)
+	}
+	lcfg := lora.Config{R: 2, LoraAlpha: 2, UseDoRA: true, TargetModules: lora.TargetModules{Names: []string{"q_proj"}}, PeftType: "LORA"}
+	_, err = lora.Attach(m, lcfg, 0)
+	if err == nil || !strings.Contains(err.Error(), "DoRA on a 4-bit base") {
+		t.Errorf("DoRA on nf4: error %v, want one naming DoRA on a 4-bit base", err)
+	}
+}
