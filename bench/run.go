@@ -38,6 +38,11 @@ type Options struct {
 	// OnSection, when set, is called with the result so far after the setup and after each
 	// section, so that a run stopped by a time limit still leaves what it measured.
 	OnSection func(*Result)
+	// Quantization stores the frozen Linears in 4 bits (nf4, fp4; "" or none = not) with
+	// double-quantized scales; Connector is how the train step trains the connector: lora (the
+	// QLoRA tutorial's regex) or full (modules_to_save, the default).
+	Quantization string
+	Connector    string
 }
 
 // DefaultOptions are small enough for a 2-core CPU.
@@ -96,6 +101,10 @@ func Run(o Options) (*Result, error) {
 	ResetPeakRSS()
 	start := time.Now()
 	r.m = model.New(cfg, dt)
+	if r.m.Quant, err = quantization(o, cfg); err != nil {
+		return nil, err
+	}
+	r.res.Quantization, r.res.Connector = string(r.m.Quant.Type), o.Connector
 	if err := RandomWeights(r.m, be, 0.02, o.Seed); err != nil {
 		return nil, err
 	}

@@ -21,6 +21,9 @@ const TrainTargets = `.*text_model.*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_pr
 func (r *runner) train() *Section {
 	cfg := lora.Config{R: r.o.LoRARank, LoraAlpha: float64(r.o.LoRARank), TargetModules: lora.TargetModules{Regex: TrainTargets},
 		InitLoraWeights: "gaussian", ModulesToSave: []string{"connector"}, PeftType: "LORA"}
+	if r.o.Connector == "lora" {
+		cfg.TargetModules.Regex, cfg.ModulesToSave = QLoRATargets, nil
+	}
 	adapter, err := lora.Attach(r.m, cfg, r.o.Seed)
 	if err != nil {
 		return &Section{Skipped: err.Error()}

@@ -84,9 +84,9 @@ func (q Quantization) quantizes(c Config) map[string]bool {
 	return out
 }
 
-// setPacked stores a packed weight as the module's variables: "weight" (uint8 codes) and its
+// SetPacked stores a packed weight as the module's variables: "weight" (uint8 codes) and its
 // quantization state.
-func (m *Model) setPacked(name string, p *quant.Packed, stored dtypes.DType) {
+func (m *Model) SetPacked(name string, p *quant.Packed, stored dtypes.DType) {
 	scope, _ := VariableScope(name)
 	mctx := m.Ctx.InAbsPath(scope)
 	set := func(ctx *context.Context, v string, t *tensors.Tensor) {

@@ -96,7 +96,7 @@ func (m *Model) loadWeights4bit(ck *Checkpoint) error {
 			if err != nil {
 				return err
 			}
-			m.setPacked(p.Name, packed, stored)
+			m.SetPacked(p.Name, packed, stored)
 		case toQuantize[p.Name] && m.Quant.Enabled():
 			vals, err := viewFloats(view, m.DType)
 			if err != nil {
@@ -106,7 +106,7 @@ func (m *Model) loadWeights4bit(ck *Checkpoint) error {
 			if err != nil {
 				return fmt.Errorf("tensor %s in %s: %w", p.Name, file, err)
 			}
-			m.setPacked(p.Name, packed, m.DType)
+			m.SetPacked(p.Name, packed, m.DType)
 		default:
 			t, err := ViewToTensor(view, m.DType)
 			if err != nil {

@@ -44,6 +44,8 @@ func run() error {
 	out := flag.String("out", "", "JSON output file (with several sizes: a directory, one ours-<size>.json each)")
 	compare := flag.String("compare", "", "OURS.json,HF.json: print the side-by-side table with ratios and exit")
 	cpuprofile := flag.String("cpuprofile", "", "write a Go CPU profile of the run to this file")
+	quantization := flag.String("quantization", "none", "frozen Linear weights in 4 bits: nf4, fp4 or none (double-quantized scales, as QLoRA)")
+	connector := flag.String("connector", "full", "train step: the connector fully trained (full) or LoRA'd by the QLoRA tutorial's regex (lora)")
 	stock := flag.Bool("stock-gradients", false, "train step with GoMLX's own gradient rules (to measure internal/gradpatch; XLA backends only)")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -80,6 +82,7 @@ func run() error {
 		o := d
 		o.Size, o.DType, o.Backend = s, *dtype, *be
 		o.StockGradients = *stock
+		o.Quantization, o.Connector = *quantization, *connector
 		o.Batch, o.TextTokens, o.ImageSize, o.NewTokens, o.Iters = *batch, *text, *image, *newTok, *iters
 		o.Sections = strings.Split(*sections, ",")
 		o.PeakTFLOPS, o.LoRARank = *peak, *rank
