@@ -201,3 +201,20 @@ func TestDoRAOnQuantizedBase(t *testing.T) {
 		t.Errorf("DoRA on nf4: error %v, want one naming DoRA on a 4-bit base", err)
 	}
 }
+
+// A module stored in 4 bits by a pre-quantized checkpoint cannot be fully trained: one line says
+// so instead of a conversion panic.
+func TestFullTrainOfPackedModule(t *testing.T) {
+	fxs, err := fixtures.Find("qmodel")
+	if err != nil || len(fxs) == 0 {
+		t.Fatal("no kind=qmodel fixtures", err)
+	}
+	m, err := model.Load(filepath.Join(fxs[0].Dir, "prequantized"), dtypes.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = train.FullTrain(m, []string{"model.connector"})
+	if err == nil || !strings.Contains(err.Error(), "stored in 4 bits") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("FullTrain of a 4-bit connector: error %v, want one line saying it is stored in 4 bits", err)
+	}
+}
