@@ -55,7 +55,12 @@ func (t Type) Code() [16]float32 {
 type table4 struct {
 	bounds [15]float32
 	code   [16]uint8
+	// start[g] is the bucket of the lower edge of grid cell g of [−1, 1] (gridCells cells, each
+	// narrower than the closest two midpoints), where bucket's search begins.
+	start [gridCells + 1]uint8
 }
+
+const gridCells = 4096
 
 var tables4 = map[Type]*table4{NF4: newTable4(nf4Code), FP4: newTable4(fp4Code)}
 
@@ -75,20 +80,33 @@ func newTable4(code [16]float32) *table4 {
 	for i := 0; i < 15; i++ {
 		t.bounds[i] = (code[order[i]] + code[order[i+1]]) / 2
 	}
+	for g := range t.start {
+		edge := float32(-1 + 2*float64(g)/gridCells)
+		t.start[g] = uint8(t.searchSorted(edge))
+	}
 	return t
+}
+
+// searchSorted is the number of bounds strictly below x.
+func (t *table4) searchSorted(x float32) int {
+	i := 0
+	for i < 15 && t.bounds[i] < x {
+		i++
+	}
+	return i
 }
 
 // bucket is torch.bucketize(x, bounds, right=False): the number of bounds strictly below x, so a
 // value exactly on a midpoint goes to the lower bucket.
+// x must lie in [−1, 1]. The search starts at the grid cell's bucket and walks to the exact one,
+// so the grid only saves comparisons, never decides.
 func (t *table4) bucket(x float32) uint8 {
-	lo, hi := 0, 15
-	for lo < hi {
-		mid := (lo + hi) / 2
-		if t.bounds[mid] < x {
-			lo = mid + 1
-		} else {
-			hi = mid
-		}
+	i := int(t.start[int((x+1)*(gridCells/2))])
+	for i < 15 && t.bounds[i] < x {
+		i++
 	}
-	return t.code[lo]
+	for i > 0 && !(t.bounds[i-1] < x) {
+		i--
+	}
+	return t.code[i]
 }

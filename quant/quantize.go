@@ -2,6 +2,7 @@ package quant
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 )
@@ -62,6 +63,11 @@ func Quantize4(x []float32, shape []int, typ Type, doubleQuant bool) (*Packed, e
 	if len(x) == 0 {
 		return nil, fmt.Errorf("quant: cannot quantize an empty tensor")
 	}
+	for i, v := range x {
+		if v != v || v > math.MaxFloat32 || v < -math.MaxFloat32 {
+			return nil, fmt.Errorf("quant: element %d is %g; only finite weights can be quantized", i, v)
+		}
+	}
 	codes, absmax := quantize4(x, typ, Blocksize)
 	p := &Packed{Type: typ, Blocksize: Blocksize, Shape: append([]int(nil), shape...), Codes: codes, Absmax: absmax}
 	if doubleQuant {
@@ -83,21 +89,16 @@ func quantize4(x []float32, typ Type, blocksize int) ([]uint8, []float32) {
 	blocks := (n + blocksize - 1) / blocksize
 	absmax := make([]float32, blocks)
 	codes := make([]uint8, (n+1)/2)
-	q := func(i int, s float32) {
-		c := tab.bucket(clamp1(s))
-		if i%2 == 0 {
-			codes[i/2] |= c << 4
-		} else {
-			codes[i/2] |= c
-		}
-	}
 	parallelBlocks(full, func(b int) {
 		blk := x[b*blocksize : (b+1)*blocksize]
+		out := codes[b*blocksize/2 : (b+1)*blocksize/2]
 		am := absMax(blk)
 		absmax[b] = am
 		inv := 1 / max(am, minAbsmax)
-		for j, v := range blk {
-			q(b*blocksize+j, float32(v*inv))
+		for j := range out {
+			hi := tab.bucket(clamp1(float32(blk[2*j] * inv)))
+			lo := tab.bucket(clamp1(float32(blk[2*j+1] * inv)))
+			out[j] = hi<<4 | lo
 		}
 	})
 	if full < blocks {
@@ -105,7 +106,12 @@ func quantize4(x []float32, typ Type, blocksize int) ([]uint8, []float32) {
 		am := max(absMax(blk), minAbsmax)
 		absmax[full] = am
 		for j, v := range blk {
-			q(full*blocksize+j, v/am)
+			c := tab.bucket(clamp1(v / am))
+			if i := full*blocksize + j; i%2 == 0 {
+				codes[i/2] |= c << 4
+			} else {
+				codes[i/2] |= c
+			}
 		}
 	}
 	if n%2 == 1 {
