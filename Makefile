@@ -77,6 +77,7 @@ fixtures: venv
 	$(PY) scripts/make_quant_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_qmodel_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_qtrain_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_qadapter_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_metric_fixtures.py
 	$(PY) scripts/make_schedule_fixtures.py
 	$(PY) scripts/make_processor_fixtures.py --out testdata/fixtures --pillow-out testdata/pillow

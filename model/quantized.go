@@ -69,9 +69,12 @@ const (
 	paramQuantDType = "quant_dtype"
 )
 
-// quantizes lists the weights q converts when quantizing on load.
-func (q Quantization) quantizes(c Config) map[string]bool {
+// Quantizes lists the weights q converts when quantizing on load (none when q is not enabled).
+func (q Quantization) Quantizes(c Config) map[string]bool {
 	out := map[string]bool{}
+	if !q.Enabled() {
+		return out
+	}
 	for _, p := range c.QuantizedLinears() {
 		skip := false
 		for _, s := range q.Skip {

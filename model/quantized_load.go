@@ -51,7 +51,7 @@ func (m *Model) loadWeights4bit(ck *Checkpoint) error {
 	for _, p := range m.Config.QuantizedLinears() {
 		quantized[p.Name] = true
 	}
-	toQuantize := m.Quant.quantizes(m.Config)
+	toQuantize := m.Quant.Quantizes(m.Config)
 	var problems []string
 	expected := map[string]bool{}
 	for _, p := range m.Config.Params() {
@@ -297,7 +297,7 @@ func sameValues(a, b []float32) bool {
 
 // declareShapes4bit is DeclareShapes with the Linear weights of QuantizedLinears in 4 bits.
 func (m *Model) declareShapes4bit() {
-	quantized := m.Quant.quantizes(m.Config)
+	quantized := m.Quant.Quantizes(m.Config)
 	for _, p := range m.Config.Params() {
 		if quantized[p.Name] {
 			m.declarePacked(p, m.Quant)

@@ -3,7 +3,7 @@
 //
 //	idefics2-adapter export --checkpoint runs/sft [--config configs/sft.yaml] [--set k=v] --out adapter/
 //	idefics2-adapter import --base idefics2-8b --adapter some-peft-adapter [--out canonical/]
-//	idefics2-adapter merge  --base idefics2-8b --adapter adapter/ --out merged/ [--dtype bfloat16] [--max-shard-size 5GB]
+//	idefics2-adapter merge  --base idefics2-8b --adapter adapter/ --out merged/ [--dtype bfloat16] [--max-shard-size 5GB] [--quantization nf4]
 //	idefics2-adapter logits --model DIR [--adapter DIR] --inputs inputs.safetensors --out logits.safetensors
 //
 // export turns a training checkpoint (trainer_state.safetensors of idefics2-train) into a PEFT
@@ -363,6 +363,9 @@ func runMerge(args []string) error {
 	dt := fs.String("dtype", "bfloat16", "dtype of the written weights: bfloat16 or float32")
 	shard := fs.String("max-shard-size", "5GB", "largest shard, as transformers' max_shard_size (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰)")
 	quiet := fs.Bool("quiet", false, "do not report each shard")
+	qtype := fs.String("quantization", "none", "QLoRA adapter: the base was trained in 4 bits (nf4 or fp4); its Linears are dequantized before merging, as transformers' dequantize() + PEFT's merge_and_unload()")
+	dq := fs.Bool("double-quant", true, "with --quantization: the base's scales were double-quantized (model.double_quant)")
+	qfrom := fs.String("quantized-from", "", "with --quantization: the dtype the base was quantized in (training's model.dtype; default --dtype)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -374,11 +377,21 @@ func runMerge(args []string) error {
 	if err != nil {
 		return err
 	}
+	q, err := model.ParseQuantization(*qtype, *dq)
+	if err != nil {
+		return usageError{"--quantization: use nf4, fp4 or none"}
+	}
+	from := dtype
+	if *qfrom != "" {
+		if from, err = parseDType(*qfrom, false); err != nil {
+			return err
+		}
+	}
 	size, err := parseSize(*shard)
 	if err != nil {
 		return err
 	}
-	opt := lora.MergeOptions{DType: dtype, MaxShardSize: size}
+	opt := lora.MergeOptions{DType: dtype, MaxShardSize: size, Dequantize: q, QuantizedFrom: from}
 	if !*quiet {
 		opt.Log = func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	}
