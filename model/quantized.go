@@ -173,3 +173,69 @@ func (b *builder) linearWeight(ctx *context.Context, g *Graph) *Node {
 	}
 	return quant.CastWeight(quant.DequantizeGraph(w), stored, b.dtype)
 }
+
+// DequantizedWeight returns the values a packed 4-bit weight stands for (bitsandbytes'
+// dequantization, rounded to the dtype it was quantized from), read from the variables on the
+// host, or ok=false when name is not a packed weight.
+func (m *Model) DequantizedWeight(name string) (values []float32, ok bool, err error) {
+	scope, _ := VariableScope(name)
+	mctx := m.Ctx.InAbsPath(scope)
+	v := mctx.GetVariableByScopeAndName(scope, "weight")
+	if v == nil || v.Shape().DType != dtypes.Uint8 {
+		return nil, false, nil
+	}
+	wscope := mctx.In("weight").Scope()
+	read := func(n string) (*tensors.Tensor, error) {
+		qv := mctx.GetVariableByScopeAndName(wscope, n)
+		if qv == nil {
+			return nil, nil
+		}
+		return qv.Value()
+	}
+	shape := context.GetParamOr(mctx, paramQuantShape, []int(nil))
+	stored := context.GetParamOr(mctx, paramQuantDType, dtypes.Float32)
+	codes, err := v.Value()
+	if err != nil {
+		return nil, true, err
+	}
+	p := &quant.Packed{Blocksize: quant.Blocksize, Shape: shape, Codes: tensors.MustCopyFlatData[uint8](codes)}
+	qm, err := read(qQuantMap)
+	if err != nil || qm == nil {
+		return nil, true, fmt.Errorf("model: %s has no quant_map (%v)", name, err)
+	}
+	code := tensors.MustCopyFlatData[float32](qm)
+	switch {
+	case sameValues(code, nf4Table()):
+		p.Type = quant.NF4
+	case sameValues(code, fp4Table()):
+		p.Type = quant.FP4
+	default:
+		return nil, true, fmt.Errorf("model: %s: quant_map is neither bitsandbytes' nf4 nor fp4 table", name)
+	}
+	am, err := read(qAbsmax)
+	if err != nil || am == nil {
+		return nil, true, fmt.Errorf("model: %s has no absmax (%v)", name, err)
+	}
+	if am.DType() == dtypes.Float32 {
+		p.Absmax = tensors.MustCopyFlatData[float32](am)
+	} else {
+		na, err1 := read(qNestedAbsmax)
+		off, err2 := read(qNestedOffset)
+		if err1 != nil || err2 != nil || na == nil || off == nil {
+			return nil, true, fmt.Errorf("model: %s has uint8 absmax without nested_absmax and nested_offset", name)
+		}
+		p.Nested = &quant.NestedAbsmax{Codes: tensors.MustCopyFlatData[uint8](am), Absmax: tensors.MustCopyFlatData[float32](na),
+			Offset: tensors.MustCopyFlatData[float32](off)[0], Blocksize: quant.NestedBlocksize}
+	}
+	if err := p.Check(); err != nil {
+		return nil, true, fmt.Errorf("model: %s: %w", name, err)
+	}
+	values = p.Dequantize4()
+	if stored == dtypes.BFloat16 {
+		values = quant.FromBFloat16(quant.BFloat16Bits(values))
+	}
+	return values, true, nil
+}
+
+func nf4Table() []float32 { c := quant.NF4.Code(); return c[:] }
+func fp4Table() []float32 { c := quant.FP4.Code(); return c[:] }

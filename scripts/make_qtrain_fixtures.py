@@ -6,7 +6,8 @@ Usage:
 
 Each case directory holds what a kind=train fixture holds (config.json and model.safetensors: the float32 base;
 inputs.safetensors, adapter_config.json, adapter_init.safetensors, train.json, expected.safetensors with loss,
-grad.<saved key> and loss_step_<k>) plus "quantization" in meta.json. The reference is QLoRA as transformers and PEFT
+grad.<saved key> and loss_step_<k>) plus "quantization" in meta.json and, for DoRA, dora_init.safetensors: the
+magnitudes PEFT initialised from the 4-bit base (before the fixture perturbs them). The reference is QLoRA as transformers and PEFT
 run it: the base loaded with BitsAndBytesConfig(load_in_4bit=True, ...) on the CPU (every Linear but lm_head
 quantized while loading; support_avx512bf16_for_cpu = False on each Linear4bit), PEFT's bnb Linear4bit LoRA layers on
 top. The forward and backward then run in float64 from exactly the float32 values the Go side holds, so that the
@@ -55,6 +56,18 @@ CASES = [
         ),
         images=[[(16, 16)], [(12, 8)]],
         layouts=[[2, "img", 5], [3, "img", 4]],
+        sides=["right", "right"],
+    ),
+    dict(
+        name="qtrain-dora-fp4",
+        notes="DoRA (r=4, alpha=4) on q_proj, v_proj and down_proj (text, vision and perceiver modules named so) "
+        "over an FP4 base without double quantization; PEFT's initial magnitudes (row norms of the dequantized "
+        "weights) are in dora_init.safetensors.",
+        quant_type="fp4",
+        double_quant=False,
+        lora=dict(r=4, lora_alpha=4, use_dora=True, target_modules=["q_proj", "v_proj", "down_proj"]),
+        images=[[(16, 16)], [(12, 12)]],
+        layouts=[[2, "img", 5], [4, "img", 2]],
         sides=["right", "right"],
     ),
 ]
@@ -116,10 +129,17 @@ def build_case(case, out_root, seed):
 
     lcfg = LoraConfig(lora_dropout=0.0, init_lora_weights="gaussian", **case["lora"])
     model = get_peft_model(base, lcfg)
+    dora_init = {
+        saved_key(n): p.detach().float().clone().contiguous() for n, p in model.named_parameters() if "lora_magnitude" in n
+    }
+    if dora_init:
+        save_file(dora_init, os.path.join(out_dir, "dora_init.safetensors"))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if ".lora_A." in name or ".lora_B." in name:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            elif "lora_magnitude_vector" in name:
+                p.mul_(1 + 0.1 * torch.randn(p.shape, generator=gen))
     model.train()
     adapter_init = {
         saved_key(n): p.detach().float().clone().contiguous() for n, p in model.named_parameters() if ".lora_" in n
@@ -132,6 +152,8 @@ def build_case(case, out_root, seed):
     with open(cfg_path) as f:
         adapter_config = json.load(f)
     adapter_config["base_model_name_or_path"] = case["name"]
+    if isinstance(adapter_config.get("target_modules"), list):  # PEFT writes a set in arbitrary order
+        adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
     with open(cfg_path, "w") as f:
         json.dump(adapter_config, f, indent=2, sort_keys=True)
         f.write("\n")
