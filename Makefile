@@ -78,6 +78,10 @@ fixtures: venv
 	$(PY) scripts/make_train_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_generate_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_adapter_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_quant_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_qmodel_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_qtrain_fixtures.py --out testdata/fixtures
+	$(PY) scripts/make_qadapter_fixtures.py --out testdata/fixtures
 	$(PY) scripts/make_metric_fixtures.py
 	$(PY) scripts/make_schedule_fixtures.py
 	$(PY) scripts/make_processor_fixtures.py --out testdata/fixtures --pillow-out testdata/pillow
@@ -125,7 +129,7 @@ PJRT_CPU_WHEEL := lammps_jax_pjrt_cpu-0.11.2-py3-none-manylinux_2_27_x86_64.whl
 PJRT_CPU_SHA256 := 1319390d948b39f69f7dade496b7c385149d9ca6097a6b62114da113216d9ad1
 PJRT_CPU_PLUGIN := $(BUILD)/pjrt/pjrt_c_api_cpu_plugin.so
 
-.PHONY: pjrt-cpu test-xla-cpu bench-go gpu-bench-build gpu-rehearse
+.PHONY: pjrt-cpu test-xla-cpu bench-go gpu-bench-build gpu-rehearse bench-qlora
 
 pjrt-cpu: $(PJRT_CPU_PLUGIN)
 
@@ -161,6 +165,14 @@ bench: setup venv bench-go
 	for s in $(BENCH_SIZES); do \
 		$(BUILD)/idefics2-bench -compare $(BENCH_OUT)/ours-$$s.json,$(BENCH_OUT)/hf-$$s.json; echo; \
 	done | tee $(BENCH_OUT)/compare.txt
+
+# The QLoRA train step (NF4 base, connector LoRA'd) against the bf16 LoRA step (connector fully
+# trained, as configs/sft.yaml) on the small config, same run: the cost of dequantizing per layer.
+bench-qlora: bench-go
+	GOMLX_BACKEND='$(BENCH_BACKEND)' $(BUILD)/idefics2-bench --size small --dtype bfloat16 --sections train --iters 3 \
+		--out $(BENCH_OUT)/ours-small-lora.json | grep -E 'train'
+	GOMLX_BACKEND='$(BENCH_BACKEND)' $(BUILD)/idefics2-bench --size small --dtype bfloat16 --sections train --iters 3 \
+		--quantization nf4 --connector lora --out $(BENCH_OUT)/ours-small-qlora.json | grep -E 'train'
 
 bench-go: setup
 	@mkdir -p $(BENCH_OUT)

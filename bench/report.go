@@ -27,6 +27,8 @@ type Result struct {
 	Peak              PeakFLOPS         `json:"peak"`
 	FLOPs             FLOPs             `json:"forward_flops"`
 	TrainFLOPs        float64           `json:"train_step_flops"`
+	Quantization      string            `json:"quantization,omitempty"` // 4-bit frozen Linears: nf4 or fp4
+	Connector         string            `json:"connector,omitempty"`    // train step: lora or full
 	LoRARank          int               `json:"lora_rank"`
 	Setup             *Setup            `json:"setup,omitempty"`
 	Forward           *Section          `json:"forward,omitempty"`

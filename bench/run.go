@@ -50,6 +50,11 @@ type Options struct {
 	// OnSection, when set, is called with the result so far after the setup and after each
 	// section, so that a run stopped by a time limit still leaves what it measured.
 	OnSection func(*Result)
+	// Quantization stores the frozen Linears in 4 bits (nf4, fp4; "" or none = not) with
+	// double-quantized scales; Connector is how the train step trains the connector: lora (the
+	// QLoRA tutorial's regex) or full (modules_to_save, the default).
+	Quantization string
+	Connector    string
 }
 
 // DefaultOptions are small enough for a 2-core CPU.
@@ -117,11 +122,15 @@ func Run(o Options) (*Result, error) {
 	start := time.Now()
 	r.m = model.New(cfg, dt)
 	r.m.Attention, r.m.Checkpointing = o.Attention, o.Checkpointing
+	if r.m.Quant, err = quantization(o, cfg); err != nil {
+		return nil, err
+	}
+	r.res.Quantization, r.res.Connector = string(r.m.Quant.Type), o.Connector
 	if o.CompileOnly {
 		if slices.Contains(o.Sections, "forward") || slices.Contains(o.Sections, "generate") {
 			return nil, fmt.Errorf("--compile-only measures the train section only (--sections train)")
 		}
-		declareForPlan(r.m)
+		declareForPlan(r.m, o.fullyTrained())
 	} else if err := RandomWeights(r.m, be, 0.02, o.Seed); err != nil {
 		return nil, err
 	}

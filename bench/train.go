@@ -23,13 +23,19 @@ const TrainTargets = `.*text_model.*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_pr
 // both pretrained backbones, configs/sft-card.yaml).
 const TrainTargetsWithVision = `.*(text_model|vision_model).*(q_proj|k_proj|v_proj|o_proj|out_proj|fc1|fc2|gate_proj|up_proj|down_proj)$`
 
-// trainedFully is what the train step trains without LoRA (modules_to_save).
-var trainedFully = []string{"connector"}
+// fullyTrained is what the train step trains without LoRA (modules_to_save): the connector,
+// unless --connector lora gives it LoRA instead (the QLoRA recipe).
+func (o Options) fullyTrained() []string {
+	if o.Connector == "lora" {
+		return nil
+	}
+	return []string{"connector"}
+}
 
-// declareForPlan declares every weight by shape only, the fully trained ones as float32 masters,
-// for a compile-only memory plan.
-func declareForPlan(m *model.Model) {
-	full, _ := lora.ModulesToSave(m.Config, trainedFully)
+// declareForPlan declares every weight by shape only, the fully trained ones (modules_to_save)
+// as float32 masters, for a compile-only memory plan.
+func declareForPlan(m *model.Model, modulesToSave []string) {
+	full, _ := lora.ModulesToSave(m.Config, modulesToSave)
 	for _, p := range m.Config.Params() {
 		for _, prefix := range full {
 			if p.Name == prefix || strings.HasPrefix(p.Name, prefix+".") {
@@ -50,7 +56,10 @@ func (r *runner) train() *Section {
 		targets = TrainTargetsWithVision
 	}
 	cfg := lora.Config{R: r.o.LoRARank, LoraAlpha: float64(r.o.LoRARank), TargetModules: lora.TargetModules{Regex: targets},
-		LoraDropout: 0.1, InitLoraWeights: "gaussian", ModulesToSave: trainedFully, PeftType: "LORA"}
+		LoraDropout: 0.1, InitLoraWeights: "gaussian", ModulesToSave: r.o.fullyTrained(), PeftType: "LORA"}
+	if r.o.Connector == "lora" {
+		cfg.TargetModules.Regex = QLoRATargets
+	}
 	adapter, err := lora.Attach(r.m, cfg, r.o.Seed)
 	if err != nil {
 		return &Section{Skipped: err.Error()}

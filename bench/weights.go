@@ -22,7 +22,12 @@ import (
 // each tensor goes to the device and its host copy is freed at once, so host memory peaks at one
 // tensor, not the whole model.
 func RandomWeights(m *model.Model, be backends.Backend, std float64, seed uint64) error {
+	packed := packedSet(m)
 	for i, p := range m.Config.Params() {
+		if packed[p.Name] {
+			randomPacked(m, p, std, seed+uint64(i)*0x9e3779b97f4a7c15)
+			continue
+		}
 		shape := shapes.Make(m.DType, p.Shape...)
 		kind := fillRandom
 		switch {

@@ -80,6 +80,15 @@ func Attach(m *model.Model, cfg Config, seed uint64) (*Adapter, error) {
 			if w == nil || !w.HasValue() {
 				return nil, fmt.Errorf("lora: DoRA needs the weights of %s loaded before attaching", module)
 			}
+			if vals, packed, err := m.DequantizedWeight(p.Name); packed {
+				// A 4-bit base: the norms of the weight the layer computes with, as PEFT's DoRA
+				// dequantizes a bitsandbytes weight.
+				if err != nil {
+					return nil, err
+				}
+				mctx.VariableWithValue(magnitude, rowNormsOf(vals, p.Shape[0], p.Shape[1])).SetTrainable(true)
+				continue
+			}
 			mctx.VariableWithValue(magnitude, rowNorms(w)).SetTrainable(true)
 		}
 	}

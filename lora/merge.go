@@ -30,6 +30,12 @@ type MergeOptions struct {
 	MaxShardSize int64        // bytes of tensor data per shard (zero value: DefaultMaxShardSize)
 	// Log, when set, is told about each shard written.
 	Log func(format string, args ...any)
+	// Dequantize merges a QLoRA adapter: every Linear the 4-bit base quantizes is first replaced
+	// by its bitsandbytes quantization round trip (what training saw), then merged (see
+	// dequantizedBase). QuantizedFrom is the dtype the base was quantized in (training's compute
+	// dtype; zero value: Float32).
+	Dequantize    model.Quantization
+	QuantizedFrom dtypes.DType
 }
 
 // MergeResult describes a merged checkpoint.
@@ -135,6 +141,7 @@ func mergeInto(dir string, base *model.Checkpoint, baseCfg model.Config, ad *Ada
 		res.Params += int64(p.Size())
 	}
 	shards := planShards(entries, opt.MaxShardSize)
+	quantized := opt.Dequantize.Quantizes(baseCfg)
 	names := make([]string, len(shards))
 	for i := range shards {
 		if len(shards) == 1 {
@@ -168,6 +175,9 @@ func mergeInto(dir string, base *model.Checkpoint, baseCfg model.Config, ad *Ada
 		}
 		used = append(used, bv.Data())
 		module := strings.TrimSuffix(e.Name, ".weight")
+		if quantized[e.Name] {
+			return mergeQuantized(bv, e, layout, adapterTensor, opt, outDT, res)
+		}
 		if _, adapted := layout.LoRA[module+".lora_A.weight"]; adapted && strings.HasSuffix(e.Name, ".weight") {
 			w, err := mappedFloats(bv)
 			if err != nil {

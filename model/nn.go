@@ -102,7 +102,7 @@ func (b *builder) optionalWeight(ctx *context.Context, g *Graph, name string) *N
 // Linear applies the module at scope `name` under ctx (weight and optional bias).
 func (b *builder) Linear(ctx *context.Context, name string, x *Node) *Node {
 	mctx := ctx.In(name)
-	w := b.weight(mctx, x.Graph(), "weight")
+	w := b.linearWeight(mctx, x.Graph())
 	bias := b.optionalWeight(mctx, x.Graph(), "bias")
 	return b.linear(mctx, ModuleName(mctx), x, w, bias)
 }

@@ -33,6 +33,9 @@ func (m *Model) Variable(name string) *context.Variable {
 // variable per tensor, converted to the model's compute dtype. Any missing, unexpected or
 // mis-shaped tensor is reported in one error that names the tensor, the file and both shapes.
 func (m *Model) LoadWeights(ck *Checkpoint) error {
+	if m.Quant.Enabled() || ck.Prequantized() {
+		return m.loadWeights4bit(ck)
+	}
 	want := m.Config.Params()
 	expected := map[string]bool{}
 	var problems []string
@@ -88,6 +91,10 @@ func (m *Model) LoadWeights(ck *Checkpoint) error {
 // DeclareShapes creates every variable with its shape only, without values: the full 8b model
 // can be described, counted and compiled for without 16 GB of memory.
 func (m *Model) DeclareShapes() {
+	if m.Quant.Enabled() {
+		m.declareShapes4bit()
+		return
+	}
 	for _, p := range m.Config.Params() {
 		scope, v := VariableScope(p.Name)
 		if m.Ctx.GetVariableByScopeAndName(scope, v) == nil {
@@ -112,6 +119,8 @@ type Model struct {
 	// Checkpointing recomputes the decoder and vision layers in the backward pass of training
 	// graphs instead of keeping their activations (see Remat).
 	Checkpointing bool
+	// Quant stores the frozen Linear weights in 4 bits (set before LoadWeights or DeclareShapes).
+	Quant Quantization
 }
 
 // New makes an empty model (no variables yet) computing in dtype (Float32 or BFloat16).

@@ -104,6 +104,13 @@ func Load(o Options) (*Session, error) {
 // LoadModel reads config.json and the safetensors weights of an HF Idefics2 directory, computing
 // in dtype (float32 or bfloat16); perceiverEps > 0 pins the perceiver RMSNorm epsilon.
 func LoadModel(dir, dtype string, perceiverEps float64) (*model.Model, error) {
+	return LoadModelQuantized(dir, dtype, perceiverEps, nil)
+}
+
+// LoadModelQuantized is LoadModel with the frozen weights stored as quantize decides from the
+// model's configuration (nil: as the checkpoint holds them). Quantization happens on load, one
+// tensor at a time from the mapped checkpoint.
+func LoadModelQuantized(dir, dtype string, perceiverEps float64, quantize func(model.Config) (model.Quantization, error)) (*model.Model, error) {
 	dt, err := model.ParseDType(dtype)
 	if err != nil {
 		return nil, err
@@ -127,6 +134,11 @@ func LoadModel(dir, dtype string, perceiverEps float64) (*model.Model, error) {
 		return nil, err
 	}
 	m := model.New(cfg, dt)
+	if quantize != nil {
+		if m.Quant, err = quantize(cfg); err != nil {
+			return nil, err
+		}
+	}
 	return m, m.LoadWeights(ck)
 }
 

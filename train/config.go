@@ -35,6 +35,10 @@ type ModelConfig struct {
 	// Attention: blocked (query blocks, probabilities-only backward; the default) or eager (HF's
 	// eager attention as written, the reference).
 	Attention string `mapstructure:"attention" check:"oneof=blocked|eager"`
+	// Quantization keeps the frozen Linear weights in bitsandbytes' 4-bit format (QLoRA): nf4 |
+	// fp4 | none. DoubleQuant also quantizes their scales (bnb_4bit_use_double_quant).
+	Quantization string `mapstructure:"quantization" check:"oneof=none|nf4|fp4"`
+	DoubleQuant  bool   `mapstructure:"double_quant"`
 }
 
 // DataConfig describes the training and evaluation data and how samples become batches.
@@ -130,7 +134,7 @@ type TrainConfig struct {
 // Defaults are HF Trainer's where it has one, and the Idefics2 tutorial's LoRA otherwise.
 func Defaults() Config {
 	return Config{
-		Model: ModelConfig{DType: "bfloat16", PerceiverEps: 1e-5, Attention: model.AttentionBlocked},
+		Model: ModelConfig{DType: "bfloat16", PerceiverEps: 1e-5, Attention: model.AttentionBlocked, Quantization: "none", DoubleQuant: true},
 		Data: DataConfig{Seed: 42, ShuffleWindow: 4, MaxLength: 2048, Overflow: "skip", Labels: "answers",
 			SeqBuckets: []int{256, 512, 1024, 2048}, ImageBuckets: []int{378, 490, 616, 742, 868, 980},
 			LongestEdge: 980, ShortestEdge: 378, Workers: 2, MaxImagePixels: data.DefaultMaxImagePixels},

@@ -48,6 +48,9 @@ func FullTrain(m *model.Model, prefixes []string) ([]string, error) {
 			if v == nil {
 				return nil, fmt.Errorf("train: %s is not loaded", p.Name)
 			}
+			if v.Shape().DType == dtypes.Uint8 {
+				return nil, fmt.Errorf("train: modules_to_save %s: %s is stored in 4 bits (a pre-quantized checkpoint) and cannot train fully; LoRA it instead (configs/sft-qlora.yaml) or load the full-precision checkpoint", prefix, p.Name)
+			}
 			if err := toFloat32(v); err != nil {
 				return nil, fmt.Errorf("train: %s: %w", p.Name, err)
 			}

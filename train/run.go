@@ -125,7 +125,10 @@ func (r *recipe) setupModel() error {
 		}
 	}
 	var err error
-	if r.m, err = session.LoadModel(cfg.Model.Path, cfg.Model.DType, cfg.Model.PerceiverEps); err != nil {
+	quantize := func(mc model.Config) (model.Quantization, error) {
+		return quantization(cfg.Model, mc, cfg.Train.ModulesToSave)
+	}
+	if r.m, err = session.LoadModelQuantized(cfg.Model.Path, cfg.Model.DType, cfg.Model.PerceiverEps, quantize); err != nil {
 		return err
 	}
 	r.m.Attention, r.m.Checkpointing = cfg.Model.Attention, cfg.Train.GradientCheckpointing

@@ -3,7 +3,7 @@
 //
 //	idefics2-adapter export --checkpoint runs/sft [--config configs/sft.yaml] [--set k=v] --out adapter/
 //	idefics2-adapter import --base idefics2-8b --adapter some-peft-adapter [--out canonical/]
-//	idefics2-adapter merge  --base idefics2-8b --adapter adapter/ --out merged/ [--dtype bfloat16] [--max-shard-size 5GB]
+//	idefics2-adapter merge  --base idefics2-8b --adapter adapter/ --out merged/ [--dtype bfloat16] [--max-shard-size 5GB] [--quantization nf4]
 //	idefics2-adapter logits --model DIR [--adapter DIR] --inputs inputs.safetensors --out logits.safetensors
 //
 // export turns a training checkpoint (trainer_state.safetensors of idefics2-train) into a PEFT
@@ -378,12 +378,17 @@ type mergeConfig struct {
 		DType        string `mapstructure:"dtype" check:"oneof=float32|bfloat16"`
 		MaxShardSize string `mapstructure:"max_shard_size"`
 		Quiet        bool   `mapstructure:"quiet"`
+		// A QLoRA adapter: the base trained in 4 bits, dequantized before merging.
+		Quantization  string `mapstructure:"quantization" check:"oneof=none|nf4|fp4"`
+		DoubleQuant   bool   `mapstructure:"double_quant"`
+		QuantizedFrom string `mapstructure:"quantized_from" check:"oneof=|float32|bfloat16"`
 	} `mapstructure:"merge"`
 }
 
 func runMerge(args []string) error {
 	var mc mergeConfig
 	mc.Merge.DType, mc.Merge.MaxShardSize = "bfloat16", "5GB"
+	mc.Merge.Quantization, mc.Merge.DoubleQuant = "none", true
 	fs := newFlags("merge", "--base DIR --adapter DIR --out DIR [--dtype bfloat16|float32] [--max-shard-size 5GB]", &mc)
 	fs.Bind("base", "merge.base", "base model directory (config.json + safetensors) (required)")
 	fs.Bind("adapter", "merge.adapter", "PEFT adapter directory (required)")
@@ -391,6 +396,9 @@ func runMerge(args []string) error {
 	fs.Bind("dtype", "merge.dtype", "dtype of the written weights: bfloat16 or float32")
 	fs.Bind("max-shard-size", "merge.max_shard_size", "largest shard, as transformers' max_shard_size (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰)")
 	fs.Bind("quiet", "merge.quiet", "do not report each shard")
+	fs.Bind("quantization", "merge.quantization", "QLoRA adapter: the base was trained in 4 bits (nf4 or fp4); its Linears are dequantized before merging, as transformers' dequantize() + PEFT's merge_and_unload()")
+	fs.Bind("double-quant", "merge.double_quant", "with --quantization: the base's scales were double-quantized (model.double_quant)")
+	fs.Bind("quantized-from", "merge.quantized_from", "with --quantization: the dtype the base was quantized in (training's model.dtype; default --dtype)")
 	if err := parse(fs, args, &mc); err != nil {
 		return err
 	}
@@ -404,11 +412,21 @@ func runMerge(args []string) error {
 	if err != nil {
 		return err
 	}
+	q, err := model.ParseQuantization(o.Quantization, o.DoubleQuant)
+	if err != nil {
+		return usageError{"--quantization: use nf4, fp4 or none"}
+	}
+	from := dtype
+	if o.QuantizedFrom != "" {
+		if from, err = parseDType(o.QuantizedFrom, false); err != nil {
+			return err
+		}
+	}
 	size, err := parseSize(*shard)
 	if err != nil {
 		return err
 	}
-	opt := lora.MergeOptions{DType: dtype, MaxShardSize: size}
+	opt := lora.MergeOptions{DType: dtype, MaxShardSize: size, Dequantize: q, QuantizedFrom: from}
 	if !*quiet {
 		opt.Log = func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	}
