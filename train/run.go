@@ -101,6 +101,9 @@ func (r *recipe) setup(ctx context.Context, resume bool) error {
 // setupRunDir locks the output directory for this run (refusing an earlier run's directory
 // unless resuming or overwriting) and sets the image decode limit.
 func (r *recipe) setupRunDir(resume bool) error {
+	if err := os.MkdirAll(r.out, 0o755); err != nil {
+		return err
+	}
 	rd, err := openRunDir(r.out, resume, r.cfg.Train.OverwriteOutputDir, r.log)
 	if err != nil {
 		return err
