@@ -64,6 +64,11 @@ func (b *builder) attention(q, k, v, allowed *Node, scale float64, causal bool) 
 	for lo := 0; lo < tq; lo += block {
 		hi := min(lo+block, tq)
 		qb := SliceAxis(q, 1, AxisRange(lo, hi))
+		if len(outs) > 0 {
+			// One block after the other: without the dependency XLA may run the blocks side by
+			// side and hold all their scores at once, which is what blocking is meant to avoid.
+			qb = after(qb, outs[len(outs)-1])
+		}
 		kb, vb, keys := k, v, tk
 		if causal {
 			// Query hi−1 sees keys up to hi−1+(Tk−Tq): the keys after that are masked for the

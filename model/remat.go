@@ -1,8 +1,6 @@
 package model
 
 import (
-	"fmt"
-
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint
 	"github.com/gomlx/gomlx/pkg/ml/context"
@@ -10,35 +8,48 @@ import (
 
 // Remat is gradient checkpointing: a layer run through it keeps only its input for the backward
 // pass and recomputes its activations there. GoMLX v0.26 has no rematerialisation and XLA no
-// optimisation barrier we can emit, so the layer is cut out of autodiff and given a rule of its
+// optimisation barrier we can emit, so the layer is cut out of autodiff and given rules of its
 // own:
 //
-//	out = sg(f(x)) + (t − sg(t)),  t = identity of x with a custom gradient
+//	in  = identity of x whose rule adds the dx the recomputation found
+//	y   = f(in)                                   (the forward pass; nothing of it is kept)
+//	out = sg(y) + (u − sg(u)),  u = identity of 0·in₀ broadcast to y's shape
 //
-// The forward value is f(x) (t − sg(t) is exactly zero); the adjoint dy of out reaches t's rule,
-// which rebuilds f on x' = sg(x) + 0·dy₀ and differentiates ⟨f(x'), dy⟩ for x' and the layer's
-// trainable variables. x' depends on dy, so XLA can neither run the recompute early nor merge
-// it with the forward by common-subexpression elimination; the forward's activations die with
-// the forward. The RNG state is rewound (also through dy) so dropout draws the same masks.
-// The variables' gradients are collected here and added by Gradient.
+// out's value is f(x). Its adjoint dy reaches u's rule, which rebuilds f on x' = sg(x) + 0·dy₀
+// and differentiates ⟨f(x'), dy⟩ for x' and the layer's trainable variables; in's rule, which
+// autodiff runs later (in comes first in the graph), hands dx on. Everything the recomputation
+// reads that the forward pass also computed is made to depend on dy: the layer input, the
+// float32 masters and quantized weights it casts or dequantizes to the compute dtype, and the
+// RNG state (so dropout draws the same masks). XLA can then neither run it early nor merge it
+// with the forward pass by common-subexpression elimination, and the forward's activations,
+// casts and random bits die with the forward. The variables' gradients are collected here and
+// added by Gradient.
 type Remat struct {
+	dtype dtypes.DType // the compute dtype: variables stored in another one are cast
 	grads map[*context.Variable]*Node
 }
 
-// NewRemat makes the checkpointing state of one graph.
-func NewRemat() *Remat { return &Remat{grads: map[*context.Variable]*Node{}} }
+// NewRemat makes the checkpointing state of one graph computing in dtype.
+func NewRemat(dtype dtypes.DType) *Remat {
+	return &Remat{dtype: dtype, grads: map[*context.Variable]*Node{}}
+}
 
-// layer returns f(x), checkpointed when r is not nil. ctx is the layer's scope: the trainable
-// variables under it are those f may use.
+// layer returns f(x), checkpointed when r is not nil. ctx is the layer's scope: the variables
+// under it are those f may use; the trainable ones get gradients.
 func (r *Remat) layer(ctx *context.Context, x *Node, f func(x *Node) *Node) *Node {
 	if r == nil {
 		return f(x)
 	}
 	g := x.Graph()
-	var vars []*context.Variable
+	var trained, recast []*context.Variable
 	ctx.EnumerateVariablesInScope(func(v *context.Variable) {
 		if v.Trainable {
-			vars = append(vars, v)
+			trained = append(trained, v)
+		}
+		if v.Trainable || v.DType() != r.dtype {
+			// Trained masters are cast to the compute dtype, quantized weights dequantized:
+			// both must be redone in the backward pass, not kept from the forward one.
+			recast = append(recast, v)
 		}
 	})
 	rng := ctx.GetVariableByScopeAndName(context.RootScope, context.RNGStateVariableName)
@@ -49,43 +60,58 @@ func (r *Remat) layer(ctx *context.Context, x *Node, f func(x *Node) *Node) *Nod
 		rngStart = after(rng.ValueGraph(g), x)
 		rng.SetValueGraph(rngStart)
 	}
-	y := f(x)
+
+	var dx *Node // found by the recomputation, handed on by in's rule
+	in := x
+	if len(trained) > 0 {
+		// u must lie on a path from a trainable variable, or autodiff would never call its rule
+		// when nothing before the layer trains (a text-only batch, a frozen vision tower).
+		in = after(x, trained[0].ValueGraph(g))
+	}
+	in = IdentityWithCustomGradient(in, func(_, v *Node) *Node {
+		if dx == nil {
+			return v
+		}
+		return Add(v, dx)
+	})
+	y := f(in)
 	if rng == nil && ctx.GetVariableByScopeAndName(context.RootScope, context.RNGStateVariableName) != nil {
 		panic("model: a checkpointed layer created the RNG state; seed it before building the graph")
 	}
-	if !y.Shape().Equal(x.Shape()) {
-		panic(fmt.Sprintf("model: checkpointed layer %s maps %s to %s; it must keep the shape", ctx.Scope(), x.Shape(), y.Shape()))
-	}
-	in := x
-	if len(vars) > 0 {
-		// t must lie on a path from a trainable variable, or autodiff would never call its rule
-		// when nothing before the layer trains (a text-only batch, a frozen connector).
-		in = after(x, vars[0].ValueGraph(g))
-	}
-	t := IdentityWithCustomGradient(in, func(_, dy *Node) *Node {
-		xr := after(StopGradient(x), StopGradient(dy))
+	zero := BroadcastToDims(ConvertDType(MulScalar(ConvertDType(firstElement(in), dtypes.Float32), 0), y.DType()), y.Shape().Dimensions...)
+	u := IdentityWithCustomGradient(zero, func(z, dy *Node) *Node {
+		dy = StopGradient(dy)
+		xr := after(StopGradient(x), dy)
 		if rng != nil {
 			end := rng.ValueGraph(g)
-			// The same state as the forward, reached through dy.
-			rng.SetValueGraph(after(rngStart, StopGradient(dy)))
+			rng.SetValueGraph(after(rngStart, dy)) // the forward's state, reached through dy
 			defer rng.SetValueGraph(end)
 		}
-		yr := f(xr)
+		values := make([]*Node, len(recast))
+		for i, v := range recast {
+			values[i] = v.ValueGraph(g)
+			v.SetValueGraph(after(values[i], dy))
+		}
 		wrt := []*Node{xr}
-		for _, v := range vars {
+		for _, v := range trained {
 			wrt = append(wrt, v.ValueGraph(g))
 		}
-		grads := Gradient(ReduceAllSum(Mul(yr, StopGradient(dy))), wrt...)
-		for i, v := range vars {
+		yr := f(xr)
+		for i, v := range recast {
+			v.SetValueGraph(values[i])
+		}
+		grads := Gradient(ReduceAllSum(Mul(yr, dy)), wrt...)
+		dx = grads[0]
+		for i, v := range trained {
 			if prev, ok := r.grads[v]; ok {
 				r.grads[v] = Add(prev, grads[i+1])
 			} else {
 				r.grads[v] = grads[i+1]
 			}
 		}
-		return grads[0]
+		return ZerosLike(z)
 	})
-	return Add(StopGradient(y), Sub(t, StopGradient(t)))
+	return Add(StopGradient(y), Sub(u, StopGradient(u)))
 }
 
 // Gradient is graph.Gradient(loss, wrt...) plus what checkpointed layers contributed to each
