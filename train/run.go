@@ -86,6 +86,7 @@ func (r *recipe) setup(ctx context.Context, resume bool) error {
 		r.setupModel,
 		r.setupAdapter,
 		r.setupOptimizer,
+		r.setupDevice,
 		r.setupSchedule,
 		func() error { return r.setupResume(resume) },
 		func() error { return r.setupData(ctx) },
@@ -163,6 +164,15 @@ func (r *recipe) setupOptimizer() error {
 		return err
 	}
 	return r.m.Ctx.SetRNGStateFromSeed(int64(cfg.Train.Seed))
+}
+
+// setupDevice moves the frozen weights to the device and frees their host copies.
+func (r *recipe) setupDevice() error {
+	freed, err := r.m.ToDevice(r.be)
+	if freed > 0 {
+		r.log.Info("frozen weights on the device; host copies freed", "GiB", fmt.Sprintf("%.2f", float64(freed)/(1<<30)))
+	}
+	return err
 }
 
 // setupSchedule counts the run's optimizer steps and builds the learning-rate schedule.
