@@ -79,7 +79,7 @@ func (r *Remat) layer(ctx *context.Context, x *Node, f func(x *Node) *Node) *Nod
 		panic("model: a checkpointed layer created the RNG state; seed it before building the graph")
 	}
 	zero := BroadcastToDims(ConvertDType(MulScalar(ConvertDType(firstElement(in), dtypes.Float32), 0), y.DType()), y.Shape().Dimensions...)
-	u := IdentityWithCustomGradient(zero, func(z, dy *Node) *Node {
+	u := IdentityWithCustomGradient(zero, func(_, dy *Node) *Node {
 		dy = StopGradient(dy)
 		xr := after(StopGradient(x), dy)
 		if rng != nil {
@@ -109,7 +109,9 @@ func (r *Remat) layer(ctx *context.Context, x *Node, f func(x *Node) *Node) *Nod
 				r.grads[v] = grads[i+1]
 			}
 		}
-		return ZerosLike(z)
+		// Zero, but not a constant: XLA would constant-fold the reduction of a y-sized zero
+		// tensor that carries it back to in, for minutes per layer.
+		return MulScalar(dy, 0)
 	})
 	return Add(StopGradient(y), Sub(u, StopGradient(u)))
 }
