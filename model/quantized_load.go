@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
@@ -73,20 +72,8 @@ func (m *Model) loadWeights4bit(ck *Checkpoint) error {
 			problems = append(problems, fmt.Sprintf("tensor %s in %s has shape %v, the config expects %v", p.Name, file, got, p.Shape))
 		}
 	}
-	for _, n := range ck.Names() {
-		if !expected[n] {
-			_, file, _ := ck.Tensor(n)
-			problems = append(problems, fmt.Sprintf("unexpected tensor %s in %s", n, file))
-		}
-	}
-	if len(problems) > 0 {
-		sort.Strings(problems)
-		more := ""
-		if len(problems) > 5 {
-			more = fmt.Sprintf(" (and %d more)", len(problems)-5)
-			problems = problems[:5]
-		}
-		return fmt.Errorf("checkpoint %s does not match its config.json: %s%s", ck.Dir, strings.Join(problems, "; "), more)
+	if err := mismatch(ck, expected, problems); err != nil {
+		return err
 	}
 	for _, p := range m.Config.Params() {
 		view, file, _ := ck.Tensor(p.Name)

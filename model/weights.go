@@ -54,20 +54,8 @@ func (m *Model) LoadWeights(ck *Checkpoint) error {
 			problems = append(problems, fmt.Sprintf("tensor %s in %s has shape %v, the config expects %v", p.Name, file, got, p.Shape))
 		}
 	}
-	for _, n := range ck.Names() {
-		if !expected[n] {
-			_, file, _ := ck.Tensor(n)
-			problems = append(problems, fmt.Sprintf("unexpected tensor %s in %s", n, file))
-		}
-	}
-	if len(problems) > 0 {
-		sort.Strings(problems)
-		more := ""
-		if len(problems) > 5 {
-			more = fmt.Sprintf(" (and %d more)", len(problems)-5)
-			problems = problems[:5]
-		}
-		return fmt.Errorf("checkpoint %s does not match its config.json: %s%s", ck.Dir, strings.Join(problems, "; "), more)
+	if err := mismatch(ck, expected, problems); err != nil {
+		return err
 	}
 	for _, p := range want {
 		view, file, _ := ck.Tensor(p.Name)
@@ -144,4 +132,25 @@ func Load(dir string, dtype dtypes.DType) (*Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// mismatch is one error listing problems and the checkpoint's tensors that expected lacks (the
+// first five, sorted), or nil when there are none.
+func mismatch(ck *Checkpoint, expected map[string]bool, problems []string) error {
+	for _, n := range ck.Names() {
+		if !expected[n] {
+			_, file, _ := ck.Tensor(n)
+			problems = append(problems, fmt.Sprintf("unexpected tensor %s in %s", n, file))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	sort.Strings(problems)
+	more := ""
+	if len(problems) > 5 {
+		more = fmt.Sprintf(" (and %d more)", len(problems)-5)
+		problems = problems[:5]
+	}
+	return fmt.Errorf("checkpoint %s does not match its config.json: %s%s", ck.Dir, strings.Join(problems, "; "), more)
 }
