@@ -40,7 +40,7 @@ func (s *Stepper) Plan(b *model.Batch) (MemoryPlan, error) {
 		inShapes = append(inShapes, t.Shape())
 		inBytes += int64(t.Shape().Memory())
 	}
-	inShapes = append(inShapes, shapes.Make(dtypes.Float32))
+	inShapes = append(inShapes, shapes.Make(dtypes.Float32), shapes.Make(dtypes.Float32)) // scale, keep
 	acc, err := s.planGraph("accumulate "+shapeKey(b), inShapes, func(ctx *context.Context, in []*graph.Node) []*graph.Node {
 		return s.accumulateGraph(ctx, in)
 	})
