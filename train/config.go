@@ -171,8 +171,10 @@ func (c Config) Validate() error {
 	case c.Train.MaxSteps <= 0 && c.Train.Epochs <= 0:
 		return fmt.Errorf("train.max_steps and train.epochs are both 0: set one of them")
 	}
-	if _, err := ParseDevices(c.Train.Devices); err != nil {
+	if n, err := ParseDevices(c.Train.Devices); err != nil {
 		return err
+	} else if n > 1 && c.Train.BatchSize%n != 0 {
+		return fmt.Errorf("train.batch_size = %d does not split over train.devices = %d: the per-device batch must be whole (make batch_size a multiple of %d)", c.Train.BatchSize, n, n)
 	}
 	return model.ValidAttention(c.Model.Attention)
 }
