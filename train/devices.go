@@ -71,19 +71,40 @@ func newDataParallel(n int, shardOpt bool) (*dataParallel, error) {
 }
 
 // inputSpecs are the sharding specs of a step's inputs in Batch.Tensors order, then the
-// scalars after them (the last spec repeats for those). Text tensors [B, T] split by rows; the
-// images [M, …] stay whole on every device, because M counts a batch's images, not its rows,
-// and rarely divides by the device count.
-func (d *dataParallel) inputSpecs() []*distributed.ShardingSpec {
+// scalars after them (the last spec repeats for those). Text tensors [B, T] split by rows. The
+// images [M, …] split by image when splitImages (M divides by the device count: each device
+// runs the vision tower on its share, and XLA gathers the image features the rows ask for);
+// otherwise every device holds them all, since M counts a batch's images, not its rows.
+func (d *dataParallel) inputSpecs(splitImages bool) []*distributed.ShardingSpec {
 	r, b := d.repl, d.rows
+	pixels, perImage := r, r
+	if splitImages {
+		pixels, perImage = d.firstAxis(4), d.firstAxis(2)
+	}
 	// input_ids, attention_mask, position_ids, targets, pixels, patch_mask, vision_position_ids, image_row, then scalars.
-	return []*distributed.ShardingSpec{b, b, b, b, r, r, r, b, r}
+	return []*distributed.ShardingSpec{b, b, b, b, pixels, perImage, perImage, b, r}
+}
+
+// splitsImages reports whether a batch's images split evenly over the mesh.
+func (d *dataParallel) splitsImages(b *model.Batch) bool {
+	return b.M > 0 && b.M%d.n == 0
+}
+
+// firstAxis is the spec of a tensor of rank whose first axis splits over the mesh.
+func (d *dataParallel) firstAxis(rank int) *distributed.ShardingSpec {
+	axes := make([]distributed.AxisSpec, rank)
+	axes[0] = distributed.AxisSpec{meshAxis}
+	spec, err := distributed.NewShardingSpec(d.mesh, axes...)
+	if err != nil {
+		panic(err) // the mesh has the axis: cannot happen
+	}
+	return spec
 }
 
 // args lays out a step's inputs for GoMLX's distributed Exec: device-major, each device's shard
-// of every input in order. ins are Batch.Tensors (then scalars when withScalars).
-func (d *dataParallel) args(ins []*tensors.Tensor, scalars []any) ([]any, error) {
-	specs := d.inputSpecs()
+// of every input in order, then the scalars. ins are Batch.Tensors.
+func (d *dataParallel) args(ins []*tensors.Tensor, splitImages bool, scalars []any) ([]any, error) {
+	specs := d.inputSpecs(splitImages)
 	shards := make([][]*tensors.Tensor, len(ins))
 	for i, t := range ins {
 		// A replicated input is copied too: a host tensor goes to one device only.

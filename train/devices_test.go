@@ -245,6 +245,9 @@ func TestDataParallelStepParity(t *testing.T) {
 		if batch.B%devices != 0 {
 			t.Skipf("fixture batch has %d rows", batch.B)
 		}
+		if devices > 1 {
+			t.Logf("batch: %d rows, %d images (split over the devices: %v)", batch.B, batch.M, batch.M%devices == 0)
+		}
 		sum, n, err := st.Accumulate(batch, 1)
 		if err != nil {
 			t.Fatal(err)

@@ -34,7 +34,7 @@ func (s *Stepper) Plan(b *model.Batch) (MemoryPlan, error) {
 	var p MemoryPlan
 	var specs []*distributed.ShardingSpec // per input, on a mesh: the plan is one device's
 	if s.dp != nil {
-		specs = s.dp.inputSpecs()
+		specs = s.dp.inputSpecs(s.dp.splitsImages(b))
 	}
 	for v := range s.Model.Ctx.IterVariables() {
 		spec := v.ShardingSpec()
@@ -54,14 +54,14 @@ func (s *Stepper) Plan(b *model.Batch) (MemoryPlan, error) {
 		inBytes += deviceBytes(t.Shape(), spec)
 	}
 	inShapes = append(inShapes, shapes.Make(dtypes.Float32))
-	acc, err := s.planGraph("accumulate "+shapeKey(b), inShapes, true, func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+	acc, err := s.planGraph("accumulate "+shapeKey(b), inShapes, specs, func(ctx *context.Context, in []*graph.Node) []*graph.Node {
 		return s.accumulateGraph(ctx, in)
 	})
 	if err != nil {
 		return p, err
 	}
 	n := len(s.Params)
-	apply, err := s.planGraph("apply", []shapes.Shape{shapes.Make(dtypes.Float32, n), shapes.Make(dtypes.Float32, n), shapes.Make(dtypes.Float32)}, false,
+	apply, err := s.planGraph("apply", []shapes.Shape{shapes.Make(dtypes.Float32, n), shapes.Make(dtypes.Float32, n), shapes.Make(dtypes.Float32)}, nil,
 		func(ctx *context.Context, in []*graph.Node) []*graph.Node {
 			return []*graph.Node{s.applyGraph(ctx, in[0], in[1], in[2])}
 		})
@@ -82,9 +82,8 @@ func (s *Stepper) Plan(b *model.Batch) (MemoryPlan, error) {
 
 // planGraph builds fn as context.Exec would (inputs, then the variables it reads; outputs: the
 // variables it changes, then fn's results), compiles it and reads its plan. On a mesh the
-// inputs are sharded as a step's (batchInputs: a batch then its scale) or replicated, and the
-// plan XLA reports is one device's.
-func (s *Stepper) planGraph(name string, in []shapes.Shape, batchInputs bool, fn func(*context.Context, []*graph.Node) []*graph.Node) (st xlastats.Graph, err error) {
+// inputs are sharded by specs (nil: replicated), and the plan XLA reports is one device's.
+func (s *Stepper) planGraph(name string, in []shapes.Shape, specs []*distributed.ShardingSpec, fn func(*context.Context, []*graph.Node) []*graph.Node) (st xlastats.Graph, err error) {
 	g := graph.NewGraph(s.backend, name)
 	defer g.Finalize()
 	defer func() {
@@ -92,13 +91,11 @@ func (s *Stepper) planGraph(name string, in []shapes.Shape, batchInputs bool, fn
 			err = fmt.Errorf("train: building %s: %v", name, r)
 		}
 	}()
-	var specs []*distributed.ShardingSpec
 	if s.dp != nil {
 		if err := g.SetAutoSharding(s.dp.mesh); err != nil {
 			return st, err
 		}
-		specs = s.dp.inputSpecs()
-		if !batchInputs {
+		if specs == nil {
 			specs = []*distributed.ShardingSpec{s.dp.repl}
 		}
 	}

@@ -53,17 +53,19 @@ func (s *Stepper) Devices() int {
 // one. Each graph function pins the sharding of its outputs (see pinOutputs).
 func (s *Stepper) buildExecs() error {
 	var err error
-	acc := func(ctx *context.Context, nodes []*Node) []*Node {
-		outs := s.accumulateGraph(ctx, nodes)
-		s.pinOutputs(s.accExec, ctx, nodes[0].Graph(), len(outs))
-		return outs
+	acc := func(e **context.Exec) func(ctx *context.Context, nodes []*Node) []*Node {
+		return func(ctx *context.Context, nodes []*Node) []*Node {
+			outs := s.accumulateGraph(ctx, nodes)
+			s.pinOutputs(*e, ctx, nodes[0].Graph(), len(outs))
+			return outs
+		}
 	}
 	apply := func(ctx *context.Context, decay, stepSize, bc2sqrt *Node) *Node {
 		out := s.applyGraph(ctx, decay, stepSize, bc2sqrt)
 		s.pinOutputs(s.applyExec, ctx, decay.Graph(), 1)
 		return out
 	}
-	if s.accExec, err = context.NewExecAny(s.backend, s.Model.Ctx, acc); err != nil {
+	if s.accExec, err = context.NewExecAny(s.backend, s.Model.Ctx, acc(&s.accExec)); err != nil {
 		return err
 	}
 	if s.applyExec, err = context.NewExecAny(s.backend, s.Model.Ctx, apply); err != nil {
@@ -72,7 +74,14 @@ func (s *Stepper) buildExecs() error {
 	s.accExec.SetMaxCache(-1)
 	s.evalExec = nil
 	if s.dp != nil {
-		s.accExec.AutoSharding(s.dp.mesh).WithInputShardingSpecs(s.dp.inputSpecs()...)
+		// Batches whose images split over the mesh compile in their own executor: the cache of
+		// one is keyed by per-device shapes, which cannot tell the two layouts apart.
+		if s.accSplit, err = context.NewExecAny(s.backend, s.Model.Ctx, acc(&s.accSplit)); err != nil {
+			return err
+		}
+		s.accSplit.SetMaxCache(-1)
+		s.accSplit.AutoSharding(s.dp.mesh).WithInputShardingSpecs(s.dp.inputSpecs(true)...)
+		s.accExec.AutoSharding(s.dp.mesh).WithInputShardingSpecs(s.dp.inputSpecs(false)...)
 		r := s.dp.repl
 		s.applyExec.AutoSharding(s.dp.mesh).WithInputShardingSpecs(r, r, r)
 	}
@@ -93,7 +102,7 @@ func (s *Stepper) newEvalExec(distributed bool) (*context.Exec, error) {
 	}
 	e.SetMaxCache(-1)
 	if distributed {
-		e.AutoSharding(s.dp.mesh).WithInputShardingSpecs(s.dp.inputSpecs()...)
+		e.AutoSharding(s.dp.mesh).WithInputShardingSpecs(s.dp.inputSpecs(false)...)
 	}
 	return e, nil
 }
@@ -131,8 +140,9 @@ func (d *dataParallel) outputSpecs(ctx *context.Context, g *Graph, results int) 
 }
 
 // stepArgs are the arguments of a step executor for the batch tensors ins and the scalars
-// after them: as they are on one device, laid out per device on a mesh.
-func (s *Stepper) stepArgs(ins []*tensors.Tensor, scalars ...any) ([]any, error) {
+// after them: as they are on one device, laid out per device on a mesh (the images split
+// over it when splitImages).
+func (s *Stepper) stepArgs(ins []*tensors.Tensor, splitImages bool, scalars ...any) ([]any, error) {
 	if s.dp == nil {
 		args := make([]any, 0, len(ins)+len(scalars))
 		for _, t := range ins {
@@ -140,7 +150,7 @@ func (s *Stepper) stepArgs(ins []*tensors.Tensor, scalars ...any) ([]any, error)
 		}
 		return append(args, scalars...), nil
 	}
-	return s.dp.args(ins, scalars)
+	return s.dp.args(ins, splitImages, scalars)
 }
 
 // replicatedArgs repeats args once per device (inputs every device holds whole).

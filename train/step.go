@@ -29,6 +29,7 @@ type Stepper struct {
 
 	backend   backends.Backend
 	accExec   *context.Exec
+	accSplit  *context.Exec // on a mesh: batches whose images split over it
 	applyExec *context.Exec
 	evalExec  *context.Exec
 	evalOne   *context.Exec // eval of a batch that does not split over the mesh
@@ -113,20 +114,24 @@ func (s *Stepper) Accumulate(b *model.Batch, numItems float64) (lossSum, count f
 	if b.Targets == nil {
 		return 0, 0, fmt.Errorf("train: batch has no labels")
 	}
+	exec, split := s.accExec, false
 	if s.dp != nil {
 		if err := s.dp.checkBatch(b); err != nil {
 			return 0, 0, err
+		}
+		if split = s.dp.splitsImages(b); split {
+			exec = s.accSplit
 		}
 	}
 	if numItems <= 0 {
 		numItems = 1
 	}
-	args, err := s.stepArgs(b.Tensors(), float32(1/numItems))
+	args, err := s.stepArgs(b.Tensors(), split, float32(1/numItems))
 	if err != nil {
 		return 0, 0, err
 	}
 	s.compiles[shapeKey(b)] = true
-	outs, err := s.accExec.Exec(args...)
+	outs, err := exec.Exec(args...)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -190,7 +195,7 @@ func (s *Stepper) EvalLoss(b *model.Batch) (sum, count float64, err error) {
 		args = append(args, t)
 	}
 	if dp != nil {
-		if args, err = dp.args(b.Tensors(), nil); err != nil {
+		if args, err = dp.args(b.Tensors(), false, nil); err != nil {
 			return 0, 0, err
 		}
 	}
