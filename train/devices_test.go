@@ -25,17 +25,18 @@ const dpSteps = 10
 
 // Data-parallel training is the single-device run split over a mesh: on XLA's CPU plugin with
 // 2 devices (and 4, and 4 with the optimizer state sharded, where the backend has them), 10
-// steps of the tiny config at the same global batch (4 rows: 2 or 1 per device) give the same
-// loss per step as 1 device within 1e-6 relative (measured ≤ 3.1e-7), and the same gradient
-// norm within 1e-6 for steps 1–5 (measured ≤ 3e-7). Only the order of float32 sums differs
-// (each device sums its rows, then XLA adds the devices' partial gradients); LoRA dropout draws
-// the same masks, or the losses would differ by percents (a batch of 2 rows accumulated twice,
-// which draws other masks, differs by 2–30 %). AdamW's first steps move every element by about
-// ±lr whatever its gradient's size, so the rounding of near-zero gradients becomes full-size
-// differences in a few weights, and the trajectories drift apart slowly: the gradient norm of
-// step 6 (a loss spike) differs by 1.4e-6 (2 devices) to 3.2e-6 (4), so 1e-5 from step 6 on, and
-// the final adapter (LoRA and connector after 10 steps at lr 1e-2) by 1.9e-5 to 3.7e-5 of a
-// tensor's largest entry: 1e-4. TestDataParallelStepParity checks one step without the drift.
+// steps of the tiny config at the same global batch (4 rows and 4 images: 2 or 1 of each per
+// device) give the same loss per step as 1 device within 1e-6 relative (measured ≤ 4.9e-7).
+// Only the order of float32 sums differs (each device sums its rows, then XLA adds the devices'
+// partial gradients); LoRA dropout draws the same masks, or the losses would differ by percents
+// (a batch of 2 rows accumulated twice, which draws other masks, differs by 2–30 %). The
+// gradient norm agrees within 1e-6 for steps 1–5 (measured 7.8e-7 on 2 devices, 3.4e-7 on 4,
+// 1.0e-6 on 4 with the optimizer sharded: 2e-6 leaves room for another CPU's code). AdamW's
+// first steps move each weight by about ±lr whatever its gradient's size, so the rounding of
+// near-zero gradients becomes full-size differences in a few weights and the runs drift apart
+// slowly: from step 6 (a loss spike) the norm differs by up to 4.3e-6, so 1e-5 there, and the
+// final adapter (LoRA and connector after 10 steps at lr 1e-2) by 2.0e-5–3.6e-5 of a tensor's
+// largest entry: 1e-4. TestDataParallelStepParity checks one step without the drift.
 //
 // The pure Go backend has one device: the test is skipped there (`make test-xla-cpu` runs it).
 func TestDataParallelParity(t *testing.T) {
@@ -119,8 +120,8 @@ func TestDataParallelResumeParity(t *testing.T) {
 	compareAdapters(t, "2 devices to step 5, then 1", one.Train.OutputDir, resumed.Train.OutputDir, 1e-4)
 }
 
-// compareCurves checks loss and gradient norm per step within 1e-6 relative, from step from;
-// the gradient norm from step 6 on within 1e-5 (see TestDataParallelParity).
+// compareCurves checks the loss per step within 1e-6 relative, from step from, and the
+// gradient norm within 2e-6 for steps 1–5 and 1e-5 after (see TestDataParallelParity).
 func compareCurves(t *testing.T, name string, want, got []train.Metrics, from int) {
 	t.Helper()
 	if len(got) != len(want) {
@@ -139,6 +140,7 @@ func compareCurves(t *testing.T, name string, want, got []train.Metrics, from in
 				worstLoss = math.Max(worstLoss, rel)
 			case i < 5:
 				worstNorm5 = math.Max(worstNorm5, rel)
+				tol = 2e-6
 			default:
 				tol = 1e-5
 			}
