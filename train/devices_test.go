@@ -315,3 +315,30 @@ func TestDataParallelStepParity(t *testing.T) {
 		}
 	}
 }
+
+// train.devices: "all" takes every device; more devices than the backend has, or a batch that
+// does not split over them, is one line saying what to change.
+func TestResolveDevices(t *testing.T) {
+	for _, c := range []struct {
+		spec         string
+		have, batch  int
+		want         int
+		errSubstring string
+	}{
+		{"1", 1, 3, 1, ""},
+		{"all", 4, 8, 4, ""},
+		{" 2 ", 4, 4, 2, ""},
+		{"8", 4, 8, 0, "the backend has 4 device(s)"},
+		{"3", 4, 4, 0, "train.batch_size = 4 does not split over train.devices = 3"},
+		{"all", 4, 2, 0, "train.batch_size = 2 does not split over train.devices = 4"},
+		{"-1", 4, 4, 0, `train.devices = "-1": must be a whole number ≥ 1 or "all"`},
+	} {
+		got, err := train.ResolveDevices(c.spec, c.have, c.batch)
+		switch {
+		case c.errSubstring == "" && (err != nil || got != c.want):
+			t.Errorf("ResolveDevices(%q, %d, %d) = %d, %v; want %d", c.spec, c.have, c.batch, got, err, c.want)
+		case c.errSubstring != "" && (err == nil || !strings.Contains(err.Error(), c.errSubstring)):
+			t.Errorf("ResolveDevices(%q, %d, %d): got %v, want an error containing %q", c.spec, c.have, c.batch, err, c.errSubstring)
+		}
+	}
+}
