@@ -145,7 +145,7 @@ $(PJRT_CPU_PLUGIN):
 
 # The parity fixtures (forward, train, generate) on XLA's CPU backend instead of the pure Go one.
 test-xla-cpu: setup pjrt-cpu
-	GOMLX_BACKEND=xla:$(PJRT_CPU_PLUGIN) $(GO) test -count=1 -timeout 40m -run 'Parity|Build8B|Plan8B|Checkpointing' ./model/ ./train/ ./bench/
+	GOMLX_BACKEND=xla:$(PJRT_CPU_PLUGIN) $(GO) test -count=1 -short -timeout 40m -run 'Parity|Build8B|Plan8B|Checkpointing' ./model/ ./train/ ./bench/
 
 # `make bench`: ours (cmd/idefics2-bench) and HF transformers + PEFT (scripts/bench_hf.py) on
 # the same configs, batch shape and machine, then the table with ours/HF ratios. Our backend is

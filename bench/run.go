@@ -55,6 +55,10 @@ type Options struct {
 	// QLoRA tutorial's regex) or full (modules_to_save, the default).
 	Quantization string
 	Connector    string
+	// Devices runs the train step data-parallel over that many devices (train.devices; the
+	// batch splits over them), ShardOptimizer shards its masters and AdamW moments.
+	Devices        int
+	ShardOptimizer bool
 }
 
 // DefaultOptions are small enough for a 2-core CPU.

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,6 +79,14 @@ func (r *runner) train() *Section {
 	st, err := train.NewStepper(r.be, r.m, adapter, names, optim.Defaults(), groups)
 	if err != nil {
 		return &Section{Skipped: err.Error()}
+	}
+	if r.o.Devices > 1 {
+		if _, err := train.ResolveDevices(strconv.Itoa(r.o.Devices), r.be.NumDevices(), r.o.Batch); err != nil {
+			return &Section{Skipped: err.Error()}
+		}
+		if err := st.UseDevices(r.o.Devices, r.o.ShardOptimizer); err != nil {
+			return &Section{Skipped: err.Error()}
+		}
 	}
 	if r.o.StockGradients {
 		// The step's graphs are built at their first run, so this takes effect for them.

@@ -34,6 +34,8 @@
 #   BUDGET_PREFLIGHT (30), BUDGET_SMOKE (45), BUDGET_TRAIN_OURS (200), BUDGET_TRAIN_HF (75),
 #   BUDGET_FORWARD_OURS (80), BUDGET_FORWARD_HF (45), BUDGET_GENERATE_OURS (75),
 #   BUDGET_GENERATE_HF (70).
+#   DEVICES (1): our train step data-parallel over that many GPUs (--devices; BATCH must divide
+#   by it); SHARD_OPTIMIZER (0): 1 shards its masters and AdamW moments over them. HF runs on one.
 #   MEM_FRACTION (0.9): the share of GPU memory XLA's allocator may grow to (XLA's own default is
 #   0.75, about 105 GiB of an H200's 141); passed as a float client option, with preallocate=false
 #   so that nvidia-smi's peak is what the run used.
@@ -111,6 +113,7 @@ else
   BUDGET_GENERATE_OURS="${BUDGET_GENERATE_OURS:-75}" BUDGET_GENERATE_HF="${BUDGET_GENERATE_HF:-70}"
 fi
 DTYPE="${DTYPE:-bfloat16}" BATCH="${BATCH:-1}" TEXT_TOKENS="${TEXT_TOKENS:-64}"
+DEVICES="${DEVICES:-1}" SHARD_OPTIMIZER="${SHARD_OPTIMIZER:-0}"
 SECTIONS="${SECTIONS:-train,forward,generate}"
 BUDGET_PREFLIGHT="${BUDGET_PREFLIGHT:-30}"
 MEM_FRACTION="${MEM_FRACTION:-0.9}"
@@ -127,7 +130,7 @@ RESERVE=10     # seconds kept after the last step: the kill grace of `timeout`, 
 MIN_STEP=15    # a step with less time than this left is skipped, not started
 
 # Bad knobs are usage errors, before any time is spent.
-for v in BATCH TEXT_TOKENS NEW_TOKENS ITERS TOTAL_BUDGET BUDGET_PREFLIGHT BUDGET_SMOKE BUDGET_TRAIN_OURS BUDGET_TRAIN_HF \
+for v in BATCH DEVICES TEXT_TOKENS NEW_TOKENS ITERS TOTAL_BUDGET BUDGET_PREFLIGHT BUDGET_SMOKE BUDGET_TRAIN_OURS BUDGET_TRAIN_HF \
          BUDGET_FORWARD_OURS BUDGET_FORWARD_HF BUDGET_GENERATE_OURS BUDGET_GENERATE_HF MIN_FREE_GIB; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { say "$v=${!v}: want a whole number"; return 2; }
 done
@@ -409,6 +412,8 @@ esac
 
 peak_flag=()
 [[ -n "${PEAK_TFLOPS:-}" ]] && peak_flag=(--peak-tflops "$PEAK_TFLOPS")
+dp_flags=(--devices "$DEVICES")
+[[ "$SHARD_OPTIMIZER" == 1 ]] && dp_flags+=(--shard-optimizer)
 common=(--size "$SIZE" --dtype "$DTYPE" --batch "$BATCH" --text-tokens "$TEXT_TOKENS"
         --new-tokens "$NEW_TOKENS" --iters "$ITERS" "${peak_flag[@]}")
 
@@ -481,7 +486,7 @@ fi
 
 for s in "${order[@]}"; do
   ob="BUDGET_${s^^}_OURS" hb="BUDGET_${s^^}_HF"
-  run_step ours "$s" "${!ob}" "$WORK/ours-$s.log" "${OURS[@]}" "${common[@]}" --sections "$s" --out "$WORK/ours-$s.json"
+  run_step ours "$s" "${!ob}" "$WORK/ours-$s.log" "${OURS[@]}" "${common[@]}" "${dp_flags[@]}" --sections "$s" --out "$WORK/ours-$s.json"
   if [[ -n "$HF_SKIP" ]]; then
     PLAN=$(( PLAN + ${!hb} ))
     record hf "$s" "skipped: no HF stack (see preflight)"; n_skip=$(( n_skip + 1 ))

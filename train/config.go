@@ -129,6 +129,11 @@ type TrainConfig struct {
 	// OverwriteOutputDir deletes an earlier run found in OutputDir (HF's overwrite_output_dir);
 	// without it a fresh run refuses such a directory. The --overwrite flag sets it.
 	OverwriteOutputDir bool `mapstructure:"overwrite_output_dir"`
+	// Devices runs each step data-parallel over this many of the backend's devices ("all": every
+	// one); batch_size is the global micro-batch and must divide by it. ShardOptimizer splits the
+	// float32 masters and AdamW moments over them instead of replicating them.
+	Devices        string `mapstructure:"devices"`
+	ShardOptimizer bool   `mapstructure:"shard_optimizer"`
 }
 
 // Defaults are HF Trainer's where it has one, and the Idefics2 tutorial's LoRA otherwise.
@@ -143,7 +148,7 @@ func Defaults() Config {
 		Train: TrainConfig{LR: 1e-4, WeightDecay: 0.01, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, MaxGradNorm: 1,
 			Scheduler: "linear", WarmupSteps: 50, Epochs: 2, BatchSize: 2, GradAccum: 8, EvalBatches: 8,
 			SaveEvery: 250, KeepLast: 2, LogEvery: 1, OutputDir: "runs/sft", Seed: 42, ProgressBar: true,
-			GradientCheckpointing: true, MemoryGuard: true},
+			GradientCheckpointing: true, MemoryGuard: true, Devices: "1"},
 	}
 }
 
@@ -165,6 +170,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("data.train is empty: list at least one dataset")
 	case c.Train.MaxSteps <= 0 && c.Train.Epochs <= 0:
 		return fmt.Errorf("train.max_steps and train.epochs are both 0: set one of them")
+	}
+	if n, err := ParseDevices(c.Train.Devices); err != nil {
+		return err
+	} else if n > 1 && c.Train.BatchSize%n != 0 {
+		return fmt.Errorf("train.batch_size = %d does not split over train.devices = %d: the per-device batch must be whole (make batch_size a multiple of %d)", c.Train.BatchSize, n, n)
 	}
 	return model.ValidAttention(c.Model.Attention)
 }

@@ -25,13 +25,16 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"train=3":                       "--set train=3: train is a section",
 		"learning_rat=1":                `unknown key "learning_rat"; did you mean "train.lr"?`,
 		"train.learning_rate=1":         `unknown key "train.learning_rate"; did you mean "train.lr"?`,
+		"train.devices=two":             `train.devices = "two": must be a whole number ≥ 1 or "all"`,
+		"train.devices=0":               `train.devices = "0": must be a whole number ≥ 1 or "all"`,
+		"train.devices=3":               "train.batch_size = 4 does not split over train.devices = 3",
 	} {
 		_, err := train.LoadConfig(tiny, []string{set})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("--set %s: got %v, want an error containing %q", set, err, want)
 		}
 	}
-	if _, err := train.LoadConfig(tiny, []string{"lora.init=kaiming", "lora.r=0", "train.max_steps=0", "train.epochs=1"}); err != nil {
+	if _, err := train.LoadConfig(tiny, []string{"lora.init=kaiming", "lora.r=0", "train.max_steps=0", "train.epochs=1", "train.devices=all", "train.shard_optimizer=true"}); err != nil {
 		t.Errorf("valid values rejected: %v", err)
 	}
 }

@@ -46,8 +46,12 @@ func guardMemory(w io.Writer, st *Stepper, cfg Config, limit int64) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "memory plan (XLA): batch %d×%d with %d image(s) of %d² px: device peak %.2f GiB (%s; %.2f GiB resident: weights, masters, AdamW state, accumulators)\n",
-		b.B, b.T, b.M, b.Hp*b.Patch, gib(p.PeakBytes), p.PeakGraph, gib(p.ResidentBytes))
+	where := "device"
+	if n := st.Devices(); n > 1 {
+		where = fmt.Sprintf("per-device (%d devices)", n)
+	}
+	fmt.Fprintf(w, "memory plan (XLA): batch %d×%d with %d image(s) of %d² px: %s peak %.2f GiB (%s; %.2f GiB resident: weights, masters, AdamW state, accumulators)\n",
+		b.B, b.T, b.M, b.Hp*b.Patch, where, gib(p.PeakBytes), p.PeakGraph, gib(p.ResidentBytes))
 	if limit > 0 && p.PeakBytes > limit {
 		return fmt.Errorf("batch %d×%d needs %.1f GiB of device memory and the device has %.1f GiB: lower train.batch_size (raise train.grad_accum to keep the effective batch), lower data.max_length and data.seq_buckets, keep train.gradient_checkpointing on, or set train.device_memory_gib if the device has more",
 			b.B, b.T, gib(p.PeakBytes), gib(limit))

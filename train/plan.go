@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 
+	"github.com/gomlx/gomlx/pkg/core/distributed"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
@@ -31,24 +32,36 @@ type MemoryPlan struct {
 // host. On a backend that makes no plan (the pure Go one) it returns xlastats.ErrNoStats.
 func (s *Stepper) Plan(b *model.Batch) (MemoryPlan, error) {
 	var p MemoryPlan
+	var specs []*distributed.ShardingSpec // per input, on a mesh: the plan is one device's
+	if s.dp != nil {
+		specs = s.dp.inputSpecs(s.dp.splitsImages(b))
+	}
 	for v := range s.Model.Ctx.IterVariables() {
-		p.ResidentBytes += int64(v.Shape().Memory())
+		spec := v.ShardingSpec()
+		if s.dp == nil {
+			spec = nil
+		}
+		p.ResidentBytes += deviceBytes(v.Shape(), spec)
 	}
 	var inBytes int64
 	var inShapes []shapes.Shape
-	for _, t := range b.Tensors() {
+	for i, t := range b.Tensors() {
 		inShapes = append(inShapes, t.Shape())
-		inBytes += int64(t.Shape().Memory())
+		var spec *distributed.ShardingSpec
+		if specs != nil {
+			spec = specs[min(i, len(specs)-1)]
+		}
+		inBytes += deviceBytes(t.Shape(), spec)
 	}
 	inShapes = append(inShapes, shapes.Make(dtypes.Float32), shapes.Make(dtypes.Float32)) // scale, keep
-	acc, err := s.planGraph("accumulate "+shapeKey(b), inShapes, func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+	acc, err := s.planGraph("accumulate "+shapeKey(b), inShapes, specs, func(ctx *context.Context, in []*graph.Node) []*graph.Node {
 		return s.accumulateGraph(ctx, in)
 	})
 	if err != nil {
 		return p, err
 	}
 	n := len(s.Params)
-	apply, err := s.planGraph("apply", []shapes.Shape{shapes.Make(dtypes.Float32, n), shapes.Make(dtypes.Float32, n), shapes.Make(dtypes.Float32)},
+	apply, err := s.planGraph("apply", []shapes.Shape{shapes.Make(dtypes.Float32, n), shapes.Make(dtypes.Float32, n), shapes.Make(dtypes.Float32)}, nil,
 		func(ctx *context.Context, in []*graph.Node) []*graph.Node {
 			return []*graph.Node{s.applyGraph(ctx, in[0], in[1], in[2])}
 		})
@@ -68,8 +81,9 @@ func (s *Stepper) Plan(b *model.Batch) (MemoryPlan, error) {
 }
 
 // planGraph builds fn as context.Exec would (inputs, then the variables it reads; outputs: the
-// variables it changes, then fn's results), compiles it and reads its plan.
-func (s *Stepper) planGraph(name string, in []shapes.Shape, fn func(*context.Context, []*graph.Node) []*graph.Node) (st xlastats.Graph, err error) {
+// variables it changes, then fn's results), compiles it and reads its plan. On a mesh the
+// inputs are sharded by specs (nil: replicated), and the plan XLA reports is one device's.
+func (s *Stepper) planGraph(name string, in []shapes.Shape, specs []*distributed.ShardingSpec, fn func(*context.Context, []*graph.Node) []*graph.Node) (st xlastats.Graph, err error) {
 	g := graph.NewGraph(s.backend, name)
 	defer g.Finalize()
 	defer func() {
@@ -77,9 +91,17 @@ func (s *Stepper) planGraph(name string, in []shapes.Shape, fn func(*context.Con
 			err = fmt.Errorf("train: building %s: %v", name, r)
 		}
 	}()
+	if s.dp != nil {
+		if err := g.SetAutoSharding(s.dp.mesh); err != nil {
+			return st, err
+		}
+		if specs == nil {
+			specs = []*distributed.ShardingSpec{s.dp.repl}
+		}
+	}
 	nodes := make([]*graph.Node, len(in))
 	for i, sh := range in {
-		nodes[i] = graph.Parameter(g, fmt.Sprintf("input_%d", i), sh)
+		nodes[i] = s.planParameter(g, i, sh, specs)
 	}
 	ctx := s.Model.Ctx.Reuse()
 	results := fn(ctx, nodes)
@@ -89,6 +111,10 @@ func (s *Stepper) planGraph(name string, in []shapes.Shape, fn func(*context.Con
 			outs = append(outs, v.ValueGraph(g))
 		}
 	})
-	g.Compile(append(outs, results...)...)
+	var outSpecs []*distributed.ShardingSpec
+	if s.dp != nil {
+		outSpecs = s.dp.outputSpecs(ctx, g, len(results))
+	}
+	g.CompileWithSharding(append(outs, results...), outSpecs)
 	return xlastats.OfGraph(g, name)
 }

@@ -163,6 +163,9 @@ func (r *recipe) setupOptimizer() error {
 	if r.st, err = NewStepper(r.be, r.m, r.adapter, r.full, opt, r.groups); err != nil {
 		return err
 	}
+	if err := r.setupDevices(); err != nil {
+		return err
+	}
 	return r.m.Ctx.SetRNGStateFromSeed(int64(cfg.Train.Seed))
 }
 

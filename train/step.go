@@ -29,10 +29,13 @@ type Stepper struct {
 
 	backend   backends.Backend
 	accExec   *context.Exec
+	accSplit  *context.Exec // on a mesh: batches whose images split over it
 	applyExec *context.Exec
 	evalExec  *context.Exec
+	evalOne   *context.Exec // eval of a batch that does not split over the mesh
 	compiles  map[string]bool
-	fresh     bool // the accumulators hold nothing of the current window yet
+	fresh     bool          // the accumulators hold nothing of the current window yet
+	dp        *dataParallel // nil on one device (see UseDevices)
 }
 
 // NewStepper prepares training of the adapter's variables (group 0) and the fully trained
@@ -51,14 +54,9 @@ func NewStepper(be backends.Backend, m *model.Model, adapter *lora.Adapter, full
 	if len(s.Params) == 0 {
 		return nil, fmt.Errorf("train: nothing to train (no LoRA targets and no modules_to_save)")
 	}
-	var err error
-	if s.accExec, err = context.NewExecAny(be, m.Ctx, s.accumulateGraph); err != nil {
+	if err := s.buildExecs(); err != nil {
 		return nil, err
 	}
-	if s.applyExec, err = context.NewExecAny(be, m.Ctx, s.applyGraph); err != nil {
-		return nil, err
-	}
-	s.accExec.SetMaxCache(-1)
 	return s, nil
 }
 
@@ -120,9 +118,14 @@ func (s *Stepper) Accumulate(b *model.Batch, numItems float64) (lossSum, count f
 	if b.Targets == nil {
 		return 0, 0, fmt.Errorf("train: batch has no labels")
 	}
-	args := []any{}
-	for _, t := range b.Tensors() {
-		args = append(args, t)
+	exec, split := s.accExec, false
+	if s.dp != nil {
+		if err := s.dp.checkBatch(b); err != nil {
+			return 0, 0, err
+		}
+		if split = s.dp.splitsImages(b); split {
+			exec = s.accSplit
+		}
 	}
 	if numItems <= 0 {
 		numItems = 1
@@ -131,9 +134,12 @@ func (s *Stepper) Accumulate(b *model.Batch, numItems float64) (lossSum, count f
 	if s.fresh {
 		keep = 0
 	}
-	args = append(args, tensors.FromScalar(float32(1/numItems)), tensors.FromScalar(keep))
+	args, err := s.stepArgs(b.Tensors(), split, float32(1/numItems), keep)
+	if err != nil {
+		return 0, 0, err
+	}
 	s.compiles[shapeKey(b)] = true
-	outs, err := s.accExec.Exec(args...)
+	outs, err := exec.Exec(args...)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -156,7 +162,7 @@ func (s *Stepper) Apply(lrs []float64) (float64, error) {
 		sc := s.Opt.Scalars(s.Steps, lrs[p.Group], wd)
 		decay[i], step[i], bc2 = float32(sc.Decay), float32(sc.StepSize), sc.BC2Sqrt
 	}
-	outs, err := s.applyExec.Exec(decay, step, float32(bc2))
+	outs, err := s.applyExec.Exec(s.replicatedArgs(decay, step, float32(bc2))...)
 	if err != nil {
 		return 0, err
 	}
@@ -184,17 +190,26 @@ func (s *Stepper) evalGraph(ctx *context.Context, nodes []*Node) []*Node {
 
 // EvalLoss returns the summed loss and target count of a batch, without touching gradients.
 func (s *Stepper) EvalLoss(b *model.Batch) (sum, count float64, err error) {
-	if s.evalExec == nil {
-		if s.evalExec, err = context.NewExecAny(s.backend, s.Model.Ctx, s.evalGraph); err != nil {
+	e, dp := &s.evalExec, s.dp
+	if dp != nil && dp.checkBatch(b) != nil {
+		// A short last batch runs whole on one device: the variables' shards are gathered.
+		e, dp = &s.evalOne, nil
+	}
+	if *e == nil {
+		if *e, err = s.newEvalExec(dp != nil); err != nil {
 			return 0, 0, err
 		}
-		s.evalExec.SetMaxCache(-1)
 	}
 	args := []any{}
 	for _, t := range b.Tensors() {
 		args = append(args, t)
 	}
-	outs, err := s.evalExec.Exec(args...)
+	if dp != nil {
+		if args, err = dp.args(b.Tensors(), false, nil); err != nil {
+			return 0, 0, err
+		}
+	}
+	outs, err := (*e).Exec(args...)
 	if err != nil {
 		return 0, 0, err
 	}

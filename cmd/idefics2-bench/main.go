@@ -44,6 +44,8 @@ type Config struct {
 		LoRAVision     bool     `mapstructure:"lora_vision"`
 		Quantization   string   `mapstructure:"quantization" check:"oneof=none|nf4|fp4"`
 		Connector      string   `mapstructure:"connector" check:"oneof=full|lora"`
+		Devices        int      `mapstructure:"devices" check:"min=1"`
+		ShardOptimizer bool     `mapstructure:"shard_optimizer"`
 		Out            string   `mapstructure:"out"`
 		Compare        string   `mapstructure:"compare"`
 		CPUProfile     string   `mapstructure:"cpuprofile"`
@@ -70,6 +72,7 @@ func run() error {
 	b.Sections, b.LoRARank = d.Sections, d.LoRARank
 	b.Attention, b.Checkpointing = d.Attention, d.Checkpointing
 	b.Quantization, b.Connector = "none", "full"
+	b.Devices = 1
 	fs := config.NewFlags("idefics2-bench", usage, &cfg)
 	fs.Bind("size", "bench.size", "model configuration: tiny (the committed test fixture), small (~100M), 8b (Idefics2-8B shapes), or a config.json path; a comma list runs several")
 	fs.Bind("dtype", "bench.dtype", "compute dtype: float32 or bfloat16")
@@ -92,6 +95,8 @@ func run() error {
 	fs.Bind("checkpointing", "bench.checkpointing", "recompute decoder and vision layers in the backward pass (gradient checkpointing)")
 	fs.Bind("lora-vision", "bench.lora_vision", "LoRA on the vision tower too (the model card's recipe, configs/sft-card.yaml)")
 	fs.Bind("quantization", "bench.quantization", "frozen Linear weights in 4 bits: nf4, fp4 or none (double-quantized scales, as QLoRA)")
+	fs.Bind("devices", "bench.devices", "train step data-parallel over this many devices (the batch splits over them; train.devices)")
+	fs.Bind("shard-optimizer", "bench.shard_optimizer", "with --devices: shard the float32 masters and AdamW moments over the devices (train.shard_optimizer)")
 	fs.Bind("connector", "bench.connector", "train step: the connector fully trained (full) or LoRA'd by the QLoRA tutorial's regex (lora)")
 	if err := fs.Parse(os.Args[1:], &cfg); err != nil {
 		return err
@@ -133,6 +138,7 @@ func run() error {
 		o.StockGradients = b.StockGradients
 		o.CompileOnly, o.Splitting, o.Attention, o.Checkpointing, o.LoRAVision = b.CompileOnly, b.Splitting, b.Attention, b.Checkpointing, b.LoRAVision
 		o.Quantization, o.Connector = b.Quantization, b.Connector
+		o.Devices, o.ShardOptimizer = b.Devices, b.ShardOptimizer
 		o.Batch, o.TextTokens, o.ImageSize, o.NewTokens, o.Iters = b.Batch, b.TextTokens, b.ImageSize, b.NewTokens, b.Iters
 		o.Sections = nil
 		for _, sec := range b.Sections { // --sections forward,train or repeated --sections
