@@ -74,7 +74,18 @@ func (r *Remat) layer(ctx *context.Context, x *Node, f func(x *Node) *Node) *Nod
 		}
 		return Add(v, dx)
 	})
+	// The forward pass casts and dequantizes through x too: these depend on no activation, and
+	// XLA would otherwise do every layer's at the start and hold them all (the whole model
+	// dequantized to bf16 under QLoRA).
+	values := make([]*Node, len(recast))
+	for i, v := range recast {
+		values[i] = v.ValueGraph(g)
+		v.SetValueGraph(after(values[i], x))
+	}
 	y := f(in)
+	for i, v := range recast {
+		v.SetValueGraph(values[i])
+	}
 	if rng == nil && ctx.GetVariableByScopeAndName(context.RootScope, context.RNGStateVariableName) != nil {
 		panic("model: a checkpointed layer created the RNG state; seed it before building the graph")
 	}
@@ -87,9 +98,7 @@ func (r *Remat) layer(ctx *context.Context, x *Node, f func(x *Node) *Node) *Nod
 			rng.SetValueGraph(after(rngStart, dy)) // the forward's state, reached through dy
 			defer rng.SetValueGraph(end)
 		}
-		values := make([]*Node, len(recast))
 		for i, v := range recast {
-			values[i] = v.ValueGraph(g)
 			v.SetValueGraph(after(values[i], dy))
 		}
 		wrt := []*Node{xr}
