@@ -109,7 +109,8 @@ clean:
 # written to testdata/fuzz either way. `go test` alone runs the seeds as ordinary tests.
 FUZZTIME ?= 5s
 FUZZ_TARGETS := model:FuzzSafetensorsHeader data:FuzzChatTemplate cauldron:FuzzChatMessages \
-	cauldron:FuzzJSONLRow cauldron:FuzzParquetRecord train:FuzzLoadConfig
+	cauldron:FuzzJSONLRow cauldron:FuzzParquetRecord train:FuzzLoadConfig \
+	serve:FuzzDecodeChatRequest serve:FuzzDecodeTGIRequest
 
 .PHONY: fuzz-smoke
 fuzz-smoke: setup

@@ -15,12 +15,12 @@ type Options struct {
 	// Adapters are NAME=DIR pairs: each PEFT adapter is served as the model NAME.
 	Adapters []string `mapstructure:"adapters"`
 
-	MaxRequestBytes int64 `mapstructure:"max_request_bytes" check:"min=1"` // a request body larger than this is refused (413)
-	MaxImageBytes   int64 `mapstructure:"max_image_bytes" check:"min=1"`   // one image's encoded bytes, whatever its source
-	MaxImages       int   `mapstructure:"max_images" check:"min=0"`        // images per request
-	MaxPromptTokens int   `mapstructure:"max_prompt_tokens" check:"min=0"` // prompt tokens after image expansion (0: the model's context)
-	MaxNewTokens    int   `mapstructure:"max_new_tokens" check:"min=1"`    // the largest max_tokens a request may ask
-	DefaultMaxNew   int   `mapstructure:"default_max_new_tokens" check:"min=1"`
+	MaxRequestBytes int64  `mapstructure:"max_request_bytes" check:"min=1"` // a request body larger than this is refused (413)
+	MaxImageBytes   int64  `mapstructure:"max_image_bytes" check:"min=1"`   // one image's encoded bytes, whatever its source
+	MaxImages       int    `mapstructure:"max_images" check:"min=0"`        // images per request
+	MaxPromptTokens int    `mapstructure:"max_prompt_tokens" check:"min=0"` // prompt tokens after image expansion (0: the model's context)
+	MaxNewTokens    int    `mapstructure:"max_new_tokens" check:"min=1"`    // the largest max_tokens a request may ask
+	DefaultMaxNew   int    `mapstructure:"default_max_new_tokens" check:"min=1"`
 	Splitting       string `mapstructure:"splitting" check:"oneof=|on|off"` // image splitting; "" keeps preprocessor_config.json's
 
 	QueueSize   int `mapstructure:"queue_size" check:"min=1"`    // requests waiting beyond this are answered 429
@@ -30,9 +30,9 @@ type Options struct {
 	RequestTimeoutS  int `mapstructure:"request_timeout_s" check:"min=1"`  // per-request deadline, queue time included
 	ShutdownTimeoutS int `mapstructure:"shutdown_timeout_s" check:"min=0"` // how long SIGTERM waits for requests in flight
 
-	AllowRemoteImages bool   `mapstructure:"allow_remote_images"`               // fetch http(s) image URLs
-	RemoteTimeoutS    int    `mapstructure:"remote_timeout_s" check:"min=1"`    // timeout of one image fetch
-	ImageRoot         string `mapstructure:"image_root"`                        // local image paths allowed below this directory ("" : none)
+	AllowRemoteImages bool   `mapstructure:"allow_remote_images"`            // fetch http(s) image URLs
+	RemoteTimeoutS    int    `mapstructure:"remote_timeout_s" check:"min=1"` // timeout of one image fetch
+	ImageRoot         string `mapstructure:"image_root"`                     // local image paths allowed below this directory ("" : none)
 }
 
 // DefaultOptions are the server's defaults.
