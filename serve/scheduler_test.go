@@ -254,7 +254,10 @@ func TestShutdown(t *testing.T) {
 	var code int
 	var out map[string]any
 	wg.Add(1)
-	go func() { defer wg.Done(); code, out, _ = post(t, hs.URL+"/v1/chat/completions", chat("tiny", "in flight", 5)) }()
+	go func() {
+		defer wg.Done()
+		code, out, _ = post(t, hs.URL+"/v1/chat/completions", chat("tiny", "in flight", 5))
+	}()
 	<-g.entered
 	s.BeginShutdown()
 	if c, o, h := post(t, hs.URL+"/v1/chat/completions", chat("tiny", "too late", 2)); c != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
