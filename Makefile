@@ -214,3 +214,21 @@ peft-check: setup venv
 	$(GO) build -o $(BUILD)/idefics2-adapter ./cmd/idefics2-adapter
 	$(GO) build -o $(BUILD)/idefics2-train ./cmd/idefics2-train
 	$(PY) scripts/check_peft_roundtrip.py --adapter-bin $(BUILD)/idefics2-adapter --train-bin $(BUILD)/idefics2-train --work build/peft-check
+
+# ---- idefics2-serve with real clients -----------------------------------------------------------
+
+.PHONY: serve-check
+
+# idefics2-serve against the clients people use, on 127.0.0.1: the official openai package and
+# TGI's text_generation client (the model card's code). The greedy answers of chat completions
+# (streamed and not, base and adapter) and of TGI's generate/generate_stream must equal
+# idefics2-generate's for the same image and prompt. Uses the tiny model and adapter of
+# `make tiny-train` (trained first when missing).
+serve-check: setup venv
+	$(VENV)/bin/pip install -q --no-deps text-generation==0.7.0
+	@[ -f runs/tiny/adapter/adapter_config.json ] || { mkdir -p runs/tiny && $(MAKE) tiny-train; }
+	@mkdir -p $(BUILD)/serve-check
+	$(GO) build -o $(BUILD)/serve-check/idefics2-serve ./cmd/idefics2-serve
+	$(GO) build -o $(BUILD)/serve-check/idefics2-generate ./cmd/idefics2-generate
+	$(PY) scripts/check_serve.py --bin $(BUILD)/serve-check --model runs/tiny-model \
+		--tokenizer testdata/tokenizer/idefics2 --adapter tiny-sft=runs/tiny/adapter
