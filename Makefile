@@ -232,3 +232,15 @@ serve-check: setup venv
 	$(GO) build -o $(BUILD)/serve-check/idefics2-generate ./cmd/idefics2-generate
 	$(PY) scripts/check_serve.py --bin $(BUILD)/serve-check --model runs/tiny-model \
 		--tokenizer testdata/tokenizer/idefics2 --adapter tiny-sft=runs/tiny/adapter
+
+# Load on idefics2-serve over loopback (our side only): concurrency 1, 4 and 16, streamed chat
+# completions with an image, bounded in count (BENCH_SERVE_FLAGS='--requests 16') and time;
+# generated tokens/s, time to first token and latency p50/p99, and the batch sizes decoded.
+.PHONY: bench-serve
+BENCH_SERVE_FLAGS ?=
+bench-serve: setup venv
+	@[ -f runs/tiny-model/config.json ] || { mkdir -p runs/tiny && $(MAKE) tiny-train; }
+	@mkdir -p $(BUILD)/serve-check
+	$(GO) build -o $(BUILD)/serve-check/idefics2-serve ./cmd/idefics2-serve
+	$(PY) scripts/bench_serve.py --bin $(BUILD)/serve-check --model runs/tiny-model \
+		--tokenizer testdata/tokenizer/idefics2 $(BENCH_SERVE_FLAGS)

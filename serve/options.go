@@ -26,6 +26,10 @@ type Options struct {
 	QueueSize   int `mapstructure:"queue_size" check:"min=1"`    // requests waiting beyond this are answered 429
 	MaxBatch    int `mapstructure:"max_batch" check:"min=1"`     // rows decoded together
 	BatchWaitMS int `mapstructure:"batch_wait_ms" check:"min=0"` // how long the worker waits for a batch to fill once a request is waiting
+	// PadBatch pads a batch's rows to a power of two (at most max_batch) with copies of its first
+	// row, which retire at once: XLA compiles one graph per batch size, so this bounds the
+	// compiles at log2(max_batch)+1 per prompt and cache bucket, for some wasted rows.
+	PadBatch bool `mapstructure:"pad_batch"`
 
 	RequestTimeoutS  int `mapstructure:"request_timeout_s" check:"min=1"`  // per-request deadline, queue time included
 	ShutdownTimeoutS int `mapstructure:"shutdown_timeout_s" check:"min=0"` // how long SIGTERM waits for requests in flight

@@ -46,6 +46,7 @@ type Scheduler struct {
 	models    *Models
 	queueSize int
 	maxBatch  int
+	padBatch  bool
 	batchWait time.Duration
 	metrics   *metrics
 
@@ -56,12 +57,19 @@ type Scheduler struct {
 	seq     uint64
 	done    chan struct{}
 
-	// beforeBatch, when set (tests), runs on the worker before each batch is decoded.
+	// beforeBatch, when set (tests, through setBeforeBatch), runs on the worker before each
+	// batch is decoded.
 	beforeBatch func(batch []*job)
 }
 
+func (s *Scheduler) setBeforeBatch(f func(batch []*job)) {
+	s.mu.Lock()
+	s.beforeBatch = f
+	s.mu.Unlock()
+}
+
 func newScheduler(ms *Models, o Options, m *metrics) *Scheduler {
-	s := &Scheduler{models: ms, queueSize: o.QueueSize, maxBatch: o.MaxBatch,
+	s := &Scheduler{models: ms, queueSize: o.QueueSize, maxBatch: o.MaxBatch, padBatch: o.PadBatch,
 		batchWait: time.Duration(o.BatchWaitMS) * time.Millisecond, metrics: m, done: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
 	go s.loop()
@@ -136,32 +144,32 @@ func batchKey(j *job, seq uint64) string {
 func (s *Scheduler) loop() {
 	defer close(s.done)
 	for {
-		batch := s.next()
+		batch, hook := s.next()
 		if batch == nil {
 			return
 		}
-		s.run(batch)
+		s.run(batch, hook)
 	}
 }
 
 // next blocks until a request waits, lets the batch fill for batchWait, then takes the oldest
 // request and the waiting requests that share its key (up to maxBatch). It returns nil once the
 // scheduler is closed and the queue is empty.
-func (s *Scheduler) next() []*job {
+func (s *Scheduler) next() ([]*job, func([]*job)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.pending) == 0 && !s.closed {
 		s.cond.Wait()
 	}
 	if len(s.pending) == 0 {
-		return nil
+		return nil, nil
 	}
 	if s.batchWait > 0 && len(s.pending) < s.maxBatch && !s.closed {
 		s.mu.Unlock()
 		time.Sleep(s.batchWait)
 		s.mu.Lock()
 		if len(s.pending) == 0 {
-			return []*job{}
+			return []*job{}, nil
 		}
 	}
 	key := s.pending[0].key
@@ -175,12 +183,12 @@ func (s *Scheduler) next() []*job {
 	}
 	s.pending = rest
 	s.metrics.queueDepth.Store(int64(len(s.pending)))
-	return batch
+	return batch, s.beforeBatch
 }
 
 // run decodes one batch, sending each row's tokens as they come. Any failure, a panic included,
 // ends every row of the batch with the error; the server goes on.
-func (s *Scheduler) run(batch []*job) {
+func (s *Scheduler) run(batch []*job, hook func([]*job)) {
 	var live []*job
 	for _, j := range batch {
 		if j.ctx.Err() != nil || j.abandon.Load() {
@@ -193,8 +201,8 @@ func (s *Scheduler) run(batch []*job) {
 		return
 	}
 	batch = live
-	if s.beforeBatch != nil {
-		s.beforeBatch(batch)
+	if hook != nil {
+		hook(batch)
 	}
 	start := time.Now()
 	for _, j := range batch {
@@ -228,12 +236,20 @@ func (s *Scheduler) decode(batch []*job, finished []bool) error {
 		samples[i] = j.sample
 		gc.MaxNewTokens = max(gc.MaxNewTokens, j.gc.MaxNewTokens)
 	}
+	if s.padBatch {
+		for rows := padRows(len(batch), s.maxBatch); len(samples) < rows; {
+			samples = append(samples, batch[0].sample)
+		}
+	}
 	b, err := s.models.processor().Collate(samples, data.CollateOptions{PadSide: data.PadLeft})
 	if err != nil {
 		return err
 	}
 	counts := make([]int, len(batch))
 	_, err = batch[0].model.Generator.GenerateEach(eval.InputsOf(b), gc, func(row int, tok int32) bool {
+		if row >= len(batch) {
+			return false // a padding row
+		}
 		j := batch[row]
 		if j.ctx.Err() != nil || j.abandon.Load() {
 			return false
@@ -251,4 +267,13 @@ func (s *Scheduler) decode(batch []*job, finished []bool) error {
 		finished[i] = true
 	}
 	return nil
+}
+
+// padRows is the power of two at or above n, capped at limit (and never below n).
+func padRows(n, limit int) int {
+	p := 1
+	for p < n {
+		p *= 2
+	}
+	return max(n, min(p, limit))
 }

@@ -22,10 +22,10 @@ type gate struct {
 
 func newGate(s *Server) *gate {
 	g := &gate{entered: make(chan []*job, 16), release: make(chan struct{})}
-	s.sched.beforeBatch = func(b []*job) {
+	s.sched.setBeforeBatch(func(b []*job) {
 		g.entered <- b
 		<-g.release
-	}
+	})
 	return g
 }
 
@@ -98,6 +98,49 @@ func TestBatchedEqualsAlone(t *testing.T) {
 	}
 	if !strings.Contains(metricsText(t, hs.URL), fmt.Sprintf("idefics2_batch_size_bucket{le=\"%d\"}", len(qs))) {
 		t.Error("no batch size histogram in /metrics")
+	}
+}
+
+// With pad_batch, a batch of 3 decodes as 4 rows, and the answers stay those given alone.
+func TestPadBatch(t *testing.T) {
+	s, hs := testServer(t, func(o *Options) { o.MaxBatch = 8; o.PadBatch = true })
+	questions := []string{"one?", "the second question", "and a third, longer than the other two"}
+	alone := make([]string, len(questions))
+	for i, q := range questions {
+		_, out, _ := post(t, hs.URL+"/v1/chat/completions", chat("tiny", q, 5))
+		alone[i] = answerOf(t, out)
+	}
+	g := newGate(s)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); post(t, hs.URL+"/v1/chat/completions", chat("tiny", "hold", 2)) }()
+	<-g.entered
+	got := make([]string, len(questions))
+	for i, q := range questions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, out, _ := post(t, hs.URL+"/v1/chat/completions", chat("tiny", q, 5))
+			got[i] = answerOf(t, out)
+		}()
+	}
+	queued(t, s, len(questions))
+	before := tinyModels(t).list[0].Generator.Stats()
+	close(g.release)
+	<-g.entered
+	wg.Wait()
+	after := tinyModels(t).list[0].Generator.Stats()
+	for i := range questions {
+		if got[i] != alone[i] {
+			t.Errorf("%d: %q padded, %q alone", i, got[i], alone[i])
+		}
+	}
+	// Four rows per step, of which three are real: 5 steps × 3 real tokens at most.
+	if steps := after.Steps - before.Steps; steps < 1 || after.Tokens-before.Tokens > 3*steps {
+		t.Errorf("steps %d, tokens %d", steps, after.Tokens-before.Tokens)
+	}
+	if padRows(3, 8) != 4 || padRows(5, 6) != 6 || padRows(1, 8) != 1 || padRows(9, 8) != 9 {
+		t.Error("padRows")
 	}
 }
 
