@@ -16,6 +16,7 @@ import (
 type servedModel struct {
 	Name      string
 	Adapter   string // adapter directory; "" for the base
+	Parent    string // the base model's name, for an adapter
 	Created   int64
 	Generator *model.Generator
 	Config    model.Config
@@ -71,7 +72,7 @@ func LoadModels(o session.Options, so Options) (*Models, error) {
 			s.Close()
 			return nil, err
 		}
-		ms.add(&servedModel{Name: p[0], Adapter: p[1], Created: now, Generator: gen, Config: m.Config})
+		ms.add(&servedModel{Name: p[0], Adapter: p[1], Parent: name, Created: now, Generator: gen, Config: m.Config})
 	}
 	ms.splitting = s.Images.DoImageSplitting
 	switch so.Splitting {

@@ -144,7 +144,8 @@ func modelObject(m *servedModel) map[string]any {
 	o := map[string]any{"id": m.Name, "object": "model", "created": m.Created, "owned_by": "idefics2",
 		"max_model_len": m.Config.Text.MaxPositionEmbeddings}
 	if m.Adapter != "" {
-		o["parent"] = nil
+		// vLLM's way of listing a LoRA adapter: its parent is the base model.
+		o["parent"] = m.Parent
 		o["root"] = m.Adapter
 	}
 	return o
