@@ -72,6 +72,9 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--level-timeout", type=float, default=300)
+    ap.add_argument("--warmup", action="store_true",
+                    help="run each level once before measuring it, so that XLA's compiles of its batch shapes are not timed")
+    ap.add_argument("--pad-batch", action="store_true", help="start the server with --pad-batch")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="bench-serve-")
@@ -82,15 +85,22 @@ def main():
            "--max-batch", str(args.max_batch), "--queue-size", str(max(64, args.requests))]
     if args.tokenizer:
         cmd += ["--tokenizer", args.tokenizer]
+    if args.pad_batch:
+        cmd += ["--pad-batch"]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
         wait_healthy(base, proc, 300)
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=args.level_timeout)
         one(client, 0, args.new_tokens)  # compiles the shapes of a single request
         print(f"backend {os.environ.get('GOMLX_BACKEND', '(default)')}, {args.requests} requests per level, "
-              f"{args.new_tokens} new tokens max, max_batch {args.max_batch}")
+              f"{args.new_tokens} new tokens max, max_batch {args.max_batch}"
+              + (", pad_batch" if args.pad_batch else "") + (", warmed up" if args.warmup else ""))
         print(f"{'concurrency':>11} {'tokens/s':>9} {'ttft p50':>9} {'ttft p99':>9} {'lat p50':>8} {'lat p99':>8}  batches (size: count)")
         for level in [int(x) for x in args.levels.split(",")]:
+            if args.warmup:
+                with cf.ThreadPoolExecutor(level) as ex:
+                    cf.wait([ex.submit(one, client, i + 1, args.new_tokens) for i in range(args.requests)],
+                            timeout=args.level_timeout)
             before = batch_histogram(base)
             start = time.perf_counter()
             with cf.ThreadPoolExecutor(level) as ex:
