@@ -109,7 +109,8 @@ clean:
 # written to testdata/fuzz either way. `go test` alone runs the seeds as ordinary tests.
 FUZZTIME ?= 5s
 FUZZ_TARGETS := model:FuzzSafetensorsHeader data:FuzzChatTemplate cauldron:FuzzChatMessages \
-	cauldron:FuzzJSONLRow cauldron:FuzzParquetRecord train:FuzzLoadConfig
+	cauldron:FuzzJSONLRow cauldron:FuzzParquetRecord train:FuzzLoadConfig \
+	serve:FuzzDecodeChatRequest serve:FuzzDecodeTGIRequest
 
 .PHONY: fuzz-smoke
 fuzz-smoke: setup
@@ -213,3 +214,33 @@ peft-check: setup venv
 	$(GO) build -o $(BUILD)/idefics2-adapter ./cmd/idefics2-adapter
 	$(GO) build -o $(BUILD)/idefics2-train ./cmd/idefics2-train
 	$(PY) scripts/check_peft_roundtrip.py --adapter-bin $(BUILD)/idefics2-adapter --train-bin $(BUILD)/idefics2-train --work build/peft-check
+
+# ---- idefics2-serve with real clients -----------------------------------------------------------
+
+.PHONY: serve-check
+
+# idefics2-serve against the clients people use, on 127.0.0.1: the official openai package and
+# TGI's text_generation client (the model card's code). The greedy answers of chat completions
+# (streamed and not, base and adapter) and of TGI's generate/generate_stream must equal
+# idefics2-generate's for the same image and prompt. Uses the tiny model and adapter of
+# `make tiny-train` (trained first when missing).
+serve-check: setup venv
+	$(VENV)/bin/pip install -q --no-deps text-generation==0.7.0
+	@[ -f runs/tiny/adapter/adapter_config.json ] || { mkdir -p runs/tiny && $(MAKE) tiny-train; }
+	@mkdir -p $(BUILD)/serve-check
+	$(GO) build -o $(BUILD)/serve-check/idefics2-serve ./cmd/idefics2-serve
+	$(GO) build -o $(BUILD)/serve-check/idefics2-generate ./cmd/idefics2-generate
+	$(PY) scripts/check_serve.py --bin $(BUILD)/serve-check --model runs/tiny-model \
+		--tokenizer testdata/tokenizer/idefics2 --adapter tiny-sft=runs/tiny/adapter
+
+# Load on idefics2-serve over loopback (our side only): concurrency 1, 4 and 16, streamed chat
+# completions with an image, bounded in count (BENCH_SERVE_FLAGS='--requests 16') and time;
+# generated tokens/s, time to first token and latency p50/p99, and the batch sizes decoded.
+.PHONY: bench-serve
+BENCH_SERVE_FLAGS ?=
+bench-serve: setup venv
+	@[ -f runs/tiny-model/config.json ] || { mkdir -p runs/tiny && $(MAKE) tiny-train; }
+	@mkdir -p $(BUILD)/serve-check
+	$(GO) build -o $(BUILD)/serve-check/idefics2-serve ./cmd/idefics2-serve
+	$(PY) scripts/bench_serve.py --bin $(BUILD)/serve-check --model runs/tiny-model \
+		--tokenizer testdata/tokenizer/idefics2 $(BENCH_SERVE_FLAGS)

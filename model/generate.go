@@ -100,6 +100,17 @@ type Generation struct {
 // left or right padded; Labels and PositionIDs are ignored) with c's decoding rules. Position ids
 // are HF generate's: cumsum(attention_mask) − 1 on real tokens.
 func (g *Generator) Generate(in Inputs, c GenerationConfig) (*Generation, error) {
+	return g.GenerateEach(in, c, nil)
+}
+
+// TokenFunc sees each new token of a row as soon as it is chosen (eos included). Returning false
+// retires the row at once, as if it had stopped, without marking it Stopped: a server uses it to
+// stream tokens, to end a row on a stop string or its own token budget, and to drop the row of a
+// client that went away. When every row is done the loop ends.
+type TokenFunc func(row int, tok int32) bool
+
+// GenerateEach is Generate calling each (when not nil) with every new token.
+func (g *Generator) GenerateEach(in Inputs, c GenerationConfig, each TokenFunc) (*Generation, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := c.Validate(); err != nil {
@@ -225,20 +236,24 @@ func (g *Generator) Generate(in Inputs, c GenerationConfig) (*Generation, error)
 	stepIDs := make([]int32, B)
 	stepPos := make([]int32, B)
 	allowed := make([]int32, B*L)
+	retired := make([]bool, B)
 	for step := 0; ; step++ {
 		alive := 0
 		for r := 0; r < B; r++ {
 			tok := int32(c.PadTokenID)
-			if !out.Stopped[r] {
+			if !out.Stopped[r] && !retired[r] {
 				tok = nextToken(logits[r*vocab:(r+1)*vocab], hist[r], lead[r], &c, rng)
 				out.NewTokens[r] = append(out.NewTokens[r], tok)
 				if eos[tok] {
 					out.Stopped[r] = true
 				}
+				if each != nil && !each(r, tok) {
+					retired[r] = true
+				}
 			}
 			hist[r] = append(hist[r], tok)
 			stepIDs[r] = tok
-			if !out.Stopped[r] {
+			if !out.Stopped[r] && !retired[r] {
 				alive++
 			}
 		}
