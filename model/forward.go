@@ -28,8 +28,8 @@ type GraphInputs struct {
 }
 
 // Forward builds Idefics2ForConditionalGeneration's forward pass in ctx's graph. In a training
-// graph (ctx.IsTraining) with m.Checkpointing the decoder and vision layers and the connector are
-// recomputed in the backward pass.
+// graph (ctx.IsTraining) with m.Checkpointing the decoder, vision and perceiver layers and the
+// modality projection are recomputed in the backward pass.
 func (m *Model) Forward(ctx *context.Context, in GraphInputs) Outputs {
 	g := in.InputIDs.Graph()
 	b := m.builder()
@@ -61,8 +61,7 @@ func (m *Model) inputEmbeds(ctx *context.Context, b *builder, in GraphInputs) (e
 		return embeds, nil, nil
 	}
 	vision = b.VisionTransformer(ctx.In("model").In("vision_model"), c.Vision, in.Pixels, in.PatchMask, in.VisionPositionIDs)
-	connector := ctx.In("model").In("connector")
-	imageHidden = b.remat.layer(connector, vision, func(v *Node) *Node { return b.Connector(connector, c, v, in.PatchMask) })
+	imageHidden = b.Connector(ctx.In("model").In("connector"), c, vision, in.PatchMask)
 	dims := imageHidden.Shape().Dimensions
 	features := Reshape(imageHidden, dims[0]*dims[1], dims[2])
 	return MergeImages(embeds, in.InputIDs, in.ImageRow, features, c.ImageTokenID), vision, imageHidden
