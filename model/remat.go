@@ -22,8 +22,9 @@ import (
 // float32 masters and quantized weights it casts or dequantizes to the compute dtype, and the
 // RNG state (so dropout draws the same masks). XLA can then neither run it early nor merge it
 // with the forward pass by common-subexpression elimination, and the forward's activations,
-// casts and random bits die with the forward. The variables' gradients are collected here and
-// added by Gradient.
+// casts and random bits die with the forward. In the forward pass the same casts, dequantizations
+// and random bits depend on x, so that XLA cannot hoist every layer's to the start and hold them.
+// The variables' gradients are collected here and added by Gradient.
 type Remat struct {
 	dtype dtypes.DType // the compute dtype: variables stored in another one are cast
 	grads map[*context.Variable]*Node
