@@ -8,7 +8,7 @@ import (
 )
 
 // The 8B train step at the recipe's longest bucket (B=2, T=2048 with one 980² image per row:
-// 1982 text tokens + 66 image tokens) must stay under 40 GiB of device memory in XLA's own plan.
+// 1982 text tokens + 66 image tokens; LoRA dropout 0.1 as the recipe) must stay under 40 GiB of device memory in XLA's own plan.
 // Before gradient checkpointing, blocked attention and in-place updates the plan was ≈145 GiB.
 // Compile-only: weights are declared by shape, so this runs on a small host in about 1–3
 // minutes; it needs an XLA backend (make test-xla-cpu).
@@ -22,7 +22,7 @@ func TestPlan8BUnderTarget(t *testing.T) {
 	}
 	o := DefaultOptions()
 	o.Size, o.DType, o.Sections, o.CompileOnly = "8b", "bfloat16", []string{"train"}, true
-	o.Batch, o.TextTokens, o.ImageSize = 2, 1982, 980
+	o.Batch, o.TextTokens, o.ImageSize, o.LoRADropout = 2, 1982, 980, 0.1
 	res, err := Run(o)
 	if err != nil {
 		t.Fatal(err)

@@ -57,7 +57,7 @@ func (r *runner) train() *Section {
 		targets = TrainTargetsWithVision
 	}
 	cfg := lora.Config{R: r.o.LoRARank, LoraAlpha: float64(r.o.LoRARank), TargetModules: lora.TargetModules{Regex: targets},
-		LoraDropout: 0.1, InitLoraWeights: "gaussian", ModulesToSave: r.o.fullyTrained(), PeftType: "LORA"}
+		LoraDropout: r.o.LoRADropout, InitLoraWeights: "gaussian", ModulesToSave: r.o.fullyTrained(), PeftType: "LORA"}
 	if r.o.Connector == "lora" {
 		cfg.TargetModules.Regex = QLoRATargets
 	}

@@ -42,6 +42,7 @@ type Config struct {
 		Attention      string   `mapstructure:"attention" check:"oneof=blocked|eager"`
 		Checkpointing  bool     `mapstructure:"checkpointing"`
 		LoRAVision     bool     `mapstructure:"lora_vision"`
+		LoRADropout    float64  `mapstructure:"lora_dropout" check:"min=0,max=0.999"`
 		Quantization   string   `mapstructure:"quantization" check:"oneof=none|nf4|fp4"`
 		Connector      string   `mapstructure:"connector" check:"oneof=full|lora"`
 		Devices        int      `mapstructure:"devices" check:"min=1"`
@@ -93,6 +94,7 @@ func run() error {
 	fs.Bind("splitting", "bench.splitting", "5 images per row (image splitting: 4 crops + the whole image, padded to --image-size)")
 	fs.Bind("attention", "bench.attention", "attention: blocked (memory-efficient) or eager (HF's eager attention as written)")
 	fs.Bind("checkpointing", "bench.checkpointing", "recompute decoder and vision layers in the backward pass (gradient checkpointing)")
+	fs.Bind("lora-dropout", "bench.lora_dropout", "LoRA dropout of the train step (0: as scripts/bench_hf.py; the recipes use 0.1)")
 	fs.Bind("lora-vision", "bench.lora_vision", "LoRA on the vision tower too (the model card's recipe, configs/sft-card.yaml)")
 	fs.Bind("quantization", "bench.quantization", "frozen Linear weights in 4 bits: nf4, fp4 or none (double-quantized scales, as QLoRA)")
 	fs.Bind("devices", "bench.devices", "train step data-parallel over this many devices (the batch splits over them; train.devices)")
@@ -137,7 +139,7 @@ func run() error {
 		o.Size, o.DType, o.Backend = s, b.DType, b.Backend
 		o.StockGradients = b.StockGradients
 		o.CompileOnly, o.Splitting, o.Attention, o.Checkpointing, o.LoRAVision = b.CompileOnly, b.Splitting, b.Attention, b.Checkpointing, b.LoRAVision
-		o.Quantization, o.Connector = b.Quantization, b.Connector
+		o.Quantization, o.Connector, o.LoRADropout = b.Quantization, b.Connector, b.LoRADropout
 		o.Devices, o.ShardOptimizer = b.Devices, b.ShardOptimizer
 		o.Batch, o.TextTokens, o.ImageSize, o.NewTokens, o.Iters = b.Batch, b.TextTokens, b.ImageSize, b.NewTokens, b.Iters
 		o.Sections = nil
