@@ -48,8 +48,8 @@ type Options struct {
 	// LoRADropout is the adapter's dropout: 0 to compare with scripts/bench_hf.py (which has
 	// none), 0.1 for the recipes' memory (the masks are part of what a step holds).
 	LoRADropout float64
-	Seed       uint64
-	Log        io.Writer // progress lines; nil = os.Stderr
+	Seed        uint64
+	Log         io.Writer // progress lines; nil = os.Stderr
 	// OnSection, when set, is called with the result so far after the setup and after each
 	// section, so that a run stopped by a time limit still leaves what it measured.
 	OnSection func(*Result)
