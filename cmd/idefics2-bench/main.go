@@ -118,12 +118,14 @@ func run() error {
 
 	if *compare != "" {
 		a, h, ok := strings.Cut(*compare, ",")
-		if !ok {
-			return fmt.Errorf("-compare wants OURS.json,HF.json")
-		}
 		ours, err := bench.ReadResult(a)
 		if err != nil {
 			return err
+		}
+		if !ok {
+			// One file: its own table, for a run whose other side is missing.
+			ours.PrintTable(os.Stdout)
+			return nil
 		}
 		hf, err := bench.ReadResult(h)
 		if err != nil {
