@@ -141,6 +141,10 @@ func (r *runner) train() *Section {
 	r.fillRates(s, r.res.TrainFLOPs, med)
 	s.HostPeakMiB = PeakRSSMiB()
 	s.DevicePeakMiB = r.gpuMem.PeakMiB()
+	if p, err := st.RunPlan(batch); err == nil {
+		// XLA's plan of the graphs just run, next to the measured peak.
+		s.DevicePeakBytes, s.ResidentBytes, s.PeakGraph, s.Graphs = p.PeakBytes, p.ResidentBytes, p.PeakGraph, p.Graphs
+	}
 	r.logf("train: first step %.2fs, median %.1f ms (%.3g model TFLOP/s), loss %.4f, %d compiles",
 		s.FirstS, s.MedianMS, s.TFLOPS, s.Loss, s.CompileCount)
 	return s

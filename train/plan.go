@@ -68,15 +68,8 @@ func (s *Stepper) Plan(b *model.Batch) (MemoryPlan, error) {
 	if err != nil {
 		return p, err
 	}
-	for _, c := range []struct {
-		g  xlastats.Graph
-		in int64
-	}{{acc, inBytes}, {apply, 0}} {
-		p.Graphs = append(p.Graphs, c.g)
-		if peak := p.ResidentBytes + c.in + c.g.Transient(); peak > p.PeakBytes {
-			p.PeakBytes, p.PeakGraph = peak, c.g.Name
-		}
-	}
+	p.consider(acc, p.ResidentBytes+inBytes)
+	p.consider(apply, p.ResidentBytes)
 	return p, nil
 }
 
@@ -117,4 +110,44 @@ func (s *Stepper) planGraph(name string, in []shapes.Shape, specs []*distributed
 	}
 	g.CompileWithSharding(append(outs, results...), outSpecs)
 	return xlastats.OfGraph(g, name)
+}
+
+// RunPlan is the plan of the graphs the step has already compiled and run (on one device), for
+// reporting next to a measured peak without compiling again: the first accumulate graph with
+// b's batch bytes, and the optimizer step.
+func (s *Stepper) RunPlan(b *model.Batch) (MemoryPlan, error) {
+	var p MemoryPlan
+	if s.dp != nil {
+		return p, fmt.Errorf("train: RunPlan reads one device's graphs; use Plan on a mesh")
+	}
+	for v := range s.Model.Ctx.IterVariables() {
+		p.ResidentBytes += int64(v.Shape().Memory())
+	}
+	var inBytes int64
+	for _, t := range b.Tensors() {
+		inBytes += int64(t.Shape().Memory())
+	}
+	acc, err := xlastats.Of(s.accExec, "accumulate")
+	if err != nil {
+		return p, err
+	}
+	apply, err := xlastats.Of(s.applyExec, "apply")
+	if err != nil {
+		return p, err
+	}
+	for _, g := range acc[:min(1, len(acc))] {
+		p.consider(g, p.ResidentBytes+inBytes)
+	}
+	for _, g := range apply {
+		p.consider(g, p.ResidentBytes)
+	}
+	return p, nil
+}
+
+// consider adds graph g, whose call starts with base bytes in use, to the plan.
+func (p *MemoryPlan) consider(g xlastats.Graph, base int64) {
+	p.Graphs = append(p.Graphs, g)
+	if peak := base + g.Transient(); peak > p.PeakBytes {
+		p.PeakBytes, p.PeakGraph = peak, g.Name
+	}
 }
