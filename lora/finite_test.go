@@ -1,14 +1,12 @@
 package lora_test
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
+	"github.com/idefics2/idefics2/internal/fixtures"
 	"github.com/idefics2/idefics2/lora"
 )
 
@@ -35,48 +33,14 @@ func copyDir(t *testing.T, src string) string {
 	return dst
 }
 
-// poisonFirst writes a NaN into the first element of the alphabetically first floating point
-// tensor of a safetensors file and returns that tensor's name.
+// poisonFirst damages the first floating point tensor of path (see fixtures.PoisonFirst).
 func poisonFirst(t *testing.T, path string) string {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	name, err := fixtures.PoisonFirst(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := binary.LittleEndian.Uint64(b)
-	var header map[string]json.RawMessage
-	if err := json.Unmarshal(b[8:8+n], &header); err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for k := range header {
-		if k != "__metadata__" {
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		var info struct {
-			DType   string   `json:"dtype"`
-			Offsets [2]int64 `json:"data_offsets"`
-		}
-		_ = json.Unmarshal(header[name], &info)
-		at := 8 + int64(n) + info.Offsets[0]
-		switch info.DType {
-		case "F32":
-			binary.LittleEndian.PutUint32(b[at:], 0x7fc00000)
-		case "BF16", "F16":
-			binary.LittleEndian.PutUint16(b[at:], 0x7fff)
-		default:
-			continue
-		}
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return name
-	}
-	t.Fatalf("%s has no floating point tensor", path)
-	return ""
+	return name
 }
 
 // Issue 11, item 5: an adapter (or base) holding NaN merged into a NaN model with exit 0; the

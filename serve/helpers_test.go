@@ -62,7 +62,7 @@ func tinyOptions(t *testing.T) session.Options {
 
 func tinySetup(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs a tiny model")
+		t.Skip("-short: this test builds and runs the tiny model (make test runs it without -short)")
 	}
 	tiny.once.Do(func() {
 		if tiny.dir, tiny.err = os.MkdirTemp("", "idefics2-serve-test"); tiny.err != nil {
