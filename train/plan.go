@@ -32,6 +32,9 @@ type MemoryPlan struct {
 // host. On a backend that makes no plan (the pure Go one) it returns xlastats.ErrNoStats.
 func (s *Stepper) Plan(b *model.Batch) (MemoryPlan, error) {
 	var p MemoryPlan
+	if !xlastats.Plans(s.backend) {
+		return p, xlastats.ErrNoStats // don't build and compile the step for nothing
+	}
 	var specs []*distributed.ShardingSpec // per input, on a mesh: the plan is one device's
 	if s.dp != nil {
 		specs = s.dp.inputSpecs(s.dp.splitsImages(b))

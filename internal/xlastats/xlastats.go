@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"reflect"
 
+	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 )
@@ -34,6 +35,11 @@ func (g Graph) Transient() int64 { return g.TempBytes + g.OutputBytes - g.AliasB
 
 // ErrNoStats is returned for executables of backends that make no memory plan (the pure Go one).
 var ErrNoStats = fmt.Errorf("xlastats: the backend reports no compiled memory statistics (XLA backends do)")
+
+// Plans reports whether be is a backend whose compiled executables carry memory plans (XLA's).
+// (Compared by name, gomlx/backends/xla's BackendName: importing that package would tie this
+// one to cgo builds.)
+func Plans(be backends.Backend) bool { return be.Name() == "xla" }
 
 // Of returns the plans of every graph exec has compiled, in compile order, each named name#i.
 func Of(exec *context.Exec, name string) ([]Graph, error) {
