@@ -34,7 +34,7 @@ func (a *AdapterDir) Attach(m *model.Model) (*Adapter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", a.Dir, a.keys[canon], err)
 		}
-		if err := v.SetValue(t); err != nil {
+		if err := m.SetVariable(v, t); err != nil {
 			return nil, err
 		}
 	}

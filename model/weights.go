@@ -109,6 +109,8 @@ type Model struct {
 	Checkpointing bool
 	// Quant stores the frozen Linear weights in 4 bits (set before LoadWeights or DeclareShapes).
 	Quant Quantization
+
+	shared map[*context.Variable]bool // variables whose tensors another model holds too (Sibling)
 }
 
 // New makes an empty model (no variables yet) computing in dtype (Float32 or BFloat16).

@@ -11,8 +11,9 @@ import (
 )
 
 // servedModel is one name a request can ask for: the base model or the base with one adapter.
-// Each adapter has its own copy of the base weights (adapters are attached into a model's
-// graph), and every model shares the tokenizer, the processor and the backend.
+// An adapter's model is a sibling of the base (model.Sibling): the base weights are held once,
+// each adapter adds its own tensors; every model shares the tokenizer, the processor and the
+// backend.
 type servedModel struct {
 	Name      string
 	Adapter   string // adapter directory; "" for the base
@@ -58,11 +59,7 @@ func LoadModels(o session.Options, so Options) (*Models, error) {
 			s.Close()
 			return nil, fmt.Errorf("serve.adapters: %q is the base model's name too; pick another", p[0])
 		}
-		m, err := session.LoadModel(o.Path, o.DType, o.PerceiverEps)
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
+		m := s.Model.Sibling()
 		if _, err := session.LoadAdapter(m, p[1]); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("adapter %s: %w", p[0], err)
