@@ -35,6 +35,8 @@ type Generator struct {
 	mu      sync.Mutex
 	prefill *context.Exec
 	step    *context.Exec
+	place   *Exec // writes prefilled rows into a Running batch's caches
+	resize  *Exec // changes a Running batch's rows and slots
 	stats   GenerateStats
 	donate  bool
 }
@@ -109,20 +111,55 @@ func (g *Generator) Generate(in Inputs, c GenerationConfig) (*Generation, error)
 // client that went away. When every row is done the loop ends.
 type TokenFunc func(row int, tok int32) bool
 
-// GenerateEach is Generate calling each (when not nil) with every new token.
+// GenerateEach is Generate calling each (when not nil) with every new token. The rows decode as
+// one Running batch that admits them all at once.
 func (g *Generator) GenerateEach(in Inputs, c GenerationConfig, each TokenFunc) (*Generation, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if err := c.Validate(); err != nil {
+	run := g.NewRunning()
+	defer run.Close()
+	rows, err := run.Admit(in, c, each)
+	if err != nil {
 		return nil, err
 	}
+	for run.Live() > 0 {
+		if _, err := run.Step(); err != nil {
+			return nil, err
+		}
+	}
+	B, T := in.B, in.T
+	out := &Generation{B: B, T: T, NewTokens: make([][]int32, B), Stopped: make([]bool, B)}
+	for r, row := range rows {
+		out.NewTokens[r], out.Stopped[r] = row.NewTokens, row.Stopped
+		out.Steps = max(out.Steps, len(row.NewTokens))
+	}
+	out.Sequences = make([]int64, 0, B*(T+out.Steps))
+	for _, row := range rows {
+		for _, id := range row.hist {
+			out.Sequences = append(out.Sequences, int64(id))
+		}
+		for range T + out.Steps - len(row.hist) {
+			out.Sequences = append(out.Sequences, int64(c.PadTokenID)) // HF pads a row that stopped early
+		}
+	}
+	return out, nil
+}
+
+// prefillInputs is a batch of prompts ready for the prefill graph: left aligned to a bucketed
+// width tb (every row's last real token in the last column), with HF generate's position ids.
+type prefillInputs struct {
+	in      Inputs
+	batch   *Batch
+	tb      int
+	am      []int64 // [B, tb] attention mask after alignment
+	realLen []int
+}
+
+// prepare aligns in for the prefill: every row's last real token goes to the last column of a
+// bucketed width, position ids are cumsum(attention_mask) − 1 on real tokens.
+func (g *Generator) prepare(in Inputs, c GenerationConfig) (*prefillInputs, error) {
 	B, T := in.B, in.T
 	if B < 1 || T < 1 || len(in.InputIDs) != B*T {
 		return nil, fmt.Errorf("generate: input_ids has %d values for B=%d, T=%d", len(in.InputIDs), B, T)
 	}
-	cfg := g.Model.Config.Text
-
-	// Left-align: every row's last real token goes to the last column of a bucketed width.
 	tb := roundUp(T, max(g.PromptBucket, 1))
 	mask := in.AttentionMask
 	pad := int64(c.PadTokenID)
@@ -172,10 +209,14 @@ func (g *Generator) GenerateEach(in Inputs, c GenerationConfig, each TokenFunc) 
 	if err != nil {
 		return nil, err
 	}
-	L := roundUp(tb+c.MaxNewTokens, max(g.CacheBucket, 1))
+	return &prefillInputs{in: in, batch: batch, tb: tb, am: am, realLen: realLen}, nil
+}
 
-	// Prefill.
+// runPrefill runs the prefill graph with a KV cache of L slots: the caches of every layer
+// (keys, then values) and the next-token logits of every row.
+func (g *Generator) runPrefill(p *prefillInputs, L int) (keys, values []*tensors.Tensor, logits []float32, err error) {
 	start := time.Now()
+	batch, B, tb := p.batch, p.in.B, p.tb
 	args := []any{
 		tensors.FromFlatDataAndDimensions(batch.InputIDs, B, tb),
 		tensors.FromFlatDataAndDimensions(batch.AttentionMask, B, tb),
@@ -191,120 +232,38 @@ func (g *Generator) GenerateEach(in Inputs, c GenerationConfig, each TokenFunc) 
 	}
 	outs, err := g.prefill.Exec(args...)
 	if err != nil {
-		return nil, fmt.Errorf("generate: prefill: %w", err)
+		return nil, nil, nil, fmt.Errorf("generate: prefill: %w", err)
 	}
-	logits := tensors.MustCopyFlatData[float32](outs[0])
+	logits = tensors.MustCopyFlatData[float32](outs[0])
 	_ = outs[0].FinalizeAll()
-	caches := outs[1:]
+	n := g.Model.Config.Text.NumHiddenLayers
 	g.stats.Prefills++
 	g.stats.PrefillTime += time.Since(start)
-	defer func() {
-		for _, t := range caches {
-			_ = t.FinalizeAll()
-		}
-	}()
+	return outs[1 : 1+n], outs[1+n:], logits, nil
+}
 
-	// The decode loop.
-	vocab := len(logits) / B
-	// hist is the row as HF's logits processors see input_ids: the input row, then the new
-	// tokens. lead is the number of leading padding columns, which the repetition penalty skips
-	// (HF ≥ 4.50 passes them as prompt_ignore_length; padding elsewhere is penalized).
-	hist := make([][]int32, B)
-	lead := make([]int, B)
-	for r := range hist {
-		hist[r] = make([]int32, T, T+c.MaxNewTokens)
-		for t := 0; t < T; t++ {
-			hist[r][t] = int32(in.InputIDs[r*T+t])
-		}
-		for mask != nil && lead[r] < T && mask[r*T+lead[r]] == 0 {
-			lead[r]++
+// row is prompt b as a Running row with L cache slots: its history as HF's logits processors
+// see input_ids (the input row, then the new tokens; leading padding skipped by the repetition
+// penalty, as HF ≥ 4.50 passes it as prompt_ignore_length), its real slots and its random stream.
+func (p *prefillInputs) row(b int, c GenerationConfig, L int) *Row {
+	T, tb := p.in.T, p.tb
+	row := &Row{c: c, realLen: p.realLen[b], next: tb, keys: make([]int32, L), eos: map[int32]bool{},
+		hist: make([]int32, T, T+c.MaxNewTokens), rng: rand.New(rand.NewPCG(c.Seed, 0x1def1c52+uint64(b)))}
+	for t := 0; t < T; t++ {
+		row.hist[t] = int32(p.in.InputIDs[b*T+t])
+	}
+	if mask := p.in.AttentionMask; mask != nil {
+		for row.lead < T && mask[b*T+row.lead] == 0 {
+			row.lead++
 		}
 	}
-	eos := map[int32]bool{}
+	for t := 0; t < tb; t++ {
+		row.keys[t] = int32(p.am[b*tb+t])
+	}
 	for _, e := range c.EOSTokenIDs {
-		eos[int32(e)] = true
+		row.eos[int32(e)] = true
 	}
-	rng := rand.New(rand.NewPCG(c.Seed, 0x1def1c52))
-	out := &Generation{B: B, T: T, NewTokens: make([][]int32, B), Stopped: make([]bool, B)}
-	keyMask := make([]int32, B*L) // cache slots a row may attend to
-	for r := 0; r < B; r++ {
-		for t := 0; t < tb; t++ {
-			keyMask[r*L+t] = int32(am[r*tb+t])
-		}
-	}
-	window := cfg.Window()
-	stepIDs := make([]int32, B)
-	stepPos := make([]int32, B)
-	allowed := make([]int32, B*L)
-	retired := make([]bool, B)
-	for step := 0; ; step++ {
-		alive := 0
-		for r := 0; r < B; r++ {
-			tok := int32(c.PadTokenID)
-			if !out.Stopped[r] && !retired[r] {
-				tok = nextToken(logits[r*vocab:(r+1)*vocab], hist[r], lead[r], &c, rng)
-				out.NewTokens[r] = append(out.NewTokens[r], tok)
-				if eos[tok] {
-					out.Stopped[r] = true
-				}
-				if each != nil && !each(r, tok) {
-					retired[r] = true
-				}
-			}
-			hist[r] = append(hist[r], tok)
-			stepIDs[r] = tok
-			if !out.Stopped[r] && !retired[r] {
-				alive++
-			}
-		}
-		out.Steps = step + 1
-		if alive == 0 || out.Steps >= c.MaxNewTokens {
-			break
-		}
-		// Feed the new tokens: they take cache slot cur, and position realLen + step.
-		cur := tb + step
-		for r := 0; r < B; r++ {
-			keyMask[r*L+cur] = 1
-			stepPos[r] = int32(realLen[r] + step)
-			for j := 0; j < L; j++ {
-				ok := keyMask[r*L+j] != 0 && j <= cur && (window <= 0 || cur-j < window)
-				allowed[r*L+j] = b2i(ok)
-			}
-		}
-		start := time.Now()
-		args := make([]any, 0, 4+len(caches))
-		args = append(args,
-			tensors.FromFlatDataAndDimensions(append([]int32(nil), stepIDs...), B, 1),
-			tensors.FromFlatDataAndDimensions(append([]int32(nil), stepPos...), B, 1),
-			tensors.FromFlatDataAndDimensions(append([]int32(nil), allowed...), B, L),
-			tensors.FromScalar(int32(cur)))
-		for _, t := range caches {
-			args = append(args, g.cacheArg(t))
-		}
-		outs, err := g.step.Exec(args...)
-		if err != nil {
-			return nil, fmt.Errorf("generate: decode step %d: %w", step+1, err)
-		}
-		if !g.donate {
-			for _, t := range caches {
-				_ = t.FinalizeAll()
-			}
-		}
-		logits = tensors.MustCopyFlatData[float32](outs[0])
-		_ = outs[0].FinalizeAll()
-		caches = outs[1:]
-		g.stats.Steps++
-		g.stats.Tokens += alive
-		g.stats.StepTime += time.Since(start)
-	}
-
-	out.Sequences = make([]int64, 0, B*(T+out.Steps))
-	for r := 0; r < B; r++ {
-		for _, id := range hist[r] {
-			out.Sequences = append(out.Sequences, int64(id))
-		}
-	}
-	return out, nil
+	return row
 }
 
 // cacheArg passes a cache tensor to the next step, donating its device buffer when the backend

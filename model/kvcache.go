@@ -7,14 +7,14 @@ import (
 	"github.com/gomlx/gomlx/pkg/ml/context"
 )
 
-// The two graphs of generation. Both have static shapes: the prompt is left padded to a bucketed
+// The graphs of generation. All have static shapes: the prompt is left padded to a bucketed
 // length T and the KV cache has a bucketed length L ≥ T + new tokens, so a whole generation
 // compiles one prefill graph per (B, T, image shapes) and one decode-step graph per (B, L).
 //
 // The cache of layer i is a pair of tensors [B, L, Hkv, d] in the compute dtype, keys after
-// RoPE, as HF's DynamicCache stores them. Slot j of the cache holds column j of the (left
-// padded) sequence for every row; a row's own position ids (cumsum of its attention mask − 1)
-// only enter RoPE. The decode step writes slot `cur` with Where(Iota == cur, new, cache): the
+// RoPE, as HF's DynamicCache stores them. Slot j of row b holds column j of that row's own
+// (left padded) sequence; a row's position ids (cumsum of its attention mask − 1) only enter
+// RoPE. The decode step writes slot cur[b] of each row with Where(Iota == cur, new, cache): the
 // pure Go backend has no DynamicUpdateSlice.
 
 // Prefill is the generation prefill over a left-padded prompt: the vision tower and connector
@@ -51,9 +51,10 @@ func (m *Model) Prefill(ctx *context.Context, in GraphInputs, slots *Node) (logi
 
 // DecodeStep runs one new token per row through the decoder with the KV cache. ids and
 // positionIDs are [B, 1] int32; allowed is [B, L] int32 (1 = the query may attend to that cache
-// slot: the row's real tokens so far, within the sliding window, including slot cur); cur is a
-// scalar int32, the slot the new keys and values are written to. Returns logits [B, V] float32
-// and the updated caches.
+// slot: the row's real tokens so far, within the sliding window, including slot cur); cur is
+// [B] int32, the slot each row's new keys and values are written to (rows of a running batch
+// are at different points of their own sequences). Returns logits [B, V] float32 and the
+// updated caches.
 func (m *Model) DecodeStep(ctx *context.Context, ids, positionIDs, allowed, cur *Node, keys, values []*Node) (logits *Node, newKeys, newValues []*Node) {
 	b := m.builder()
 	c := m.Config
@@ -66,10 +67,11 @@ func (m *Model) DecodeStep(ctx *context.Context, ids, positionIDs, allowed, cur 
 	cos, sin := rope(positionIDs, tc.HeadDim, tc.RopeTheta, b.dtype)
 	mask := InsertAxes(NotEqual(allowed, ZerosLike(allowed)), 1) // [B, 1, L]
 
-	// slot[b, j, h, d] = (j == cur), shared by all layers.
+	// slot[b, j, h, d] = (j == cur[b]), shared by all layers.
+	assertDims("decode step cur", cur, batch)
 	cacheShape := []int{batch, cacheLen, tc.NumKeyValueHeads, tc.HeadDim}
-	isCur := Equal(Iota(g, shapes.Make(dtypes.Int32, cacheLen), 0), BroadcastToDims(ConvertDType(cur, dtypes.Int32), cacheLen))
-	slot := BroadcastToDims(Reshape(isCur, 1, cacheLen, 1, 1), cacheShape...)
+	isCur := Equal(Iota(g, shapes.Make(dtypes.Int32, batch, cacheLen), 1), BroadcastToDims(Reshape(ConvertDType(cur, dtypes.Int32), batch, 1), batch, cacheLen))
+	slot := BroadcastToDims(Reshape(isCur, batch, cacheLen, 1, 1), cacheShape...)
 	for i := 0; i < tc.NumHiddenLayers; i++ {
 		kc, vc := keys[i], values[i]
 		write := func(k, v *Node) (*Node, *Node) {

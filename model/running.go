@@ -1,0 +1,407 @@
+package model
+
+import (
+	"fmt"
+	"math/bits"
+	"math/rand/v2"
+	"time"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+)
+
+// Running is a decode batch that rows join and leave between steps (continuous batching): each
+// row is one sequence with its own decoding rules, token budget and random stream, at its own
+// point in its own KV-cache row. Admit prefills new rows and places their caches into free rows
+// of the running caches; Step picks every row's next token on the host, retires the rows that
+// are done and runs one decode step for the others.
+//
+// The running caches are [C, L, Hkv, d] per layer. C (rows) and L (slots) change only through
+// a resize graph: they grow when an admission needs more, shrink when few rows are left, and the
+// caches are freed when the last row leaves. With Buckets, C and L are rounded to powers of two
+// (times CacheBucket for L), so a server compiles a handful of decode-step graphs whatever
+// arrives; without it they are exactly what the first admission needs, which is what Generate
+// uses, so that a plain batch decodes with the same graphs as before.
+//
+// A row's computation does not depend on the other rows, so a greedy answer is the same alone or
+// in any batch up to the floating-point order of the kernels at another batch size (XLA CPU and
+// the pure Go backend give identical tokens on the test models). A Running, like its
+// Generator, is for one goroutine at a time; it holds the Generator's lock only inside Admit and
+// Step.
+type Running struct {
+	g       *Generator
+	Buckets bool // round rows and slots to powers of two (see above)
+
+	rows   []*Row // len = C; nil = a free row
+	L      int
+	caches []*tensors.Tensor // keys of every layer, then values
+}
+
+// Row is one sequence of a Running batch.
+type Row struct {
+	// NewTokens are the tokens chosen so far (an eos included); Stopped: it emitted an eos.
+	NewTokens []int32
+	Stopped   bool
+	// Done: the row has left the batch (eos, its budget, or its TokenFunc said stop).
+	Done bool
+
+	c       GenerationConfig
+	each    func(tok int32) bool
+	rng     *rand.Rand
+	eos     map[int32]bool
+	hist    []int32 // the input row as given, then the new tokens (HF's input_ids)
+	lead    int     // leading padding columns of hist, which the repetition penalty skips
+	logits  []float32
+	realLen int     // real prompt tokens: the next token's position is realLen + len(NewTokens) − 1
+	next    int     // the cache slot the next fed token takes
+	keys    []int32 // [L] 1 = a slot this row attends to (its real prompt tokens and fed tokens)
+}
+
+// NewRunning starts an empty running batch on g.
+func (g *Generator) NewRunning() *Running { return &Running{g: g} }
+
+// Live is the number of rows still decoding.
+func (r *Running) Live() int {
+	n := 0
+	for _, row := range r.rows {
+		if row != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Capacity is the rows of the running caches (0 when empty).
+func (r *Running) Capacity() int { return len(r.rows) }
+
+// Close frees the caches; the rows still in the batch are left as they are.
+func (r *Running) Close() {
+	for _, t := range r.caches {
+		_ = t.FinalizeAll()
+	}
+	r.caches, r.rows, r.L = nil, nil, 0
+}
+
+// Admit prefills the rows of in (HF processor output, left or right padded; Labels and
+// PositionIDs are ignored) with c's decoding rules, row i calling each(i, tok) for every token
+// it is given, and adds them to the batch. Their first tokens are chosen by the next Step. Row i
+// samples from its own stream, seeded by c.Seed and i, so a sampled row gives the same tokens
+// alone as in any batch.
+func (r *Running) Admit(in Inputs, c GenerationConfig, each TokenFunc) ([]*Row, error) {
+	g := r.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	p, err := g.prepare(in, c)
+	if err != nil {
+		return nil, err
+	}
+	B := in.B
+	// The slots every row needs: the new ones their prompt and budget, the running ones what
+	// their budget has left.
+	need := p.tb + c.MaxNewTokens
+	live := 0
+	for _, row := range r.rows {
+		if row != nil {
+			need = max(need, row.next+row.c.MaxNewTokens-len(row.NewTokens))
+			live++
+		}
+	}
+	L, C := r.L, len(r.rows)
+	if r.Buckets {
+		L = max(L, pow2Bucket(need, max(g.CacheBucket, 1)))
+		C = max(C, pow2Bucket(live+B, 1))
+	} else {
+		L = max(L, roundUp(need, max(g.CacheBucket, 1)))
+		C = max(C, live+B)
+	}
+	if err := r.resize(C, L); err != nil {
+		return nil, err
+	}
+	keys, values, logits, err := g.runPrefill(p, r.L)
+	if err != nil {
+		return nil, err
+	}
+	fresh := append(keys, values...)
+	// The rows they take: the free ones, in order.
+	dst := make([]int32, len(r.rows))
+	for i := range dst {
+		dst[i] = -1
+	}
+	rows := make([]*Row, B)
+	vocab := len(logits) / B
+	for b, slot := 0, 0; b < B; b++ {
+		for r.rows[slot] != nil {
+			slot++
+		}
+		row := p.row(b, c, r.L)
+		row.logits = logits[b*vocab : (b+1)*vocab]
+		if each != nil {
+			b := b
+			row.each = func(tok int32) bool { return each(b, tok) }
+		}
+		rows[b], r.rows[slot], dst[slot] = row, row, int32(b)
+	}
+	if r.caches == nil && B == len(r.rows) {
+		r.caches = fresh // the whole batch: the prefill's caches are the running caches
+		return rows, nil
+	}
+	return rows, r.place(fresh, dst)
+}
+
+// Step chooses the next token of every row (from the prefill's or the last step's logits),
+// retires the rows that are done and runs one decode step over the others. It returns the
+// number of rows still decoding.
+func (r *Running) Step() (int, error) {
+	g := r.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	C, L := len(r.rows), r.L
+	ids := make([]int32, C)
+	pos := make([]int32, C)
+	cur := make([]int32, C)
+	allowed := make([]int32, C*L)
+	alive := 0
+	for i, row := range r.rows {
+		if row == nil {
+			allowed[i*L] = 1 // a free row attends to slot 0 only, so that its softmax stays finite
+			continue
+		}
+		tok := nextToken(row.logits, row.hist, row.lead, &row.c, row.rng)
+		row.NewTokens = append(row.NewTokens, tok)
+		row.hist = append(row.hist, tok)
+		row.Stopped = row.eos[tok]
+		keep := row.each == nil || row.each(tok)
+		if row.Stopped || !keep || len(row.NewTokens) >= row.c.MaxNewTokens {
+			row.Done, row.logits, r.rows[i] = true, nil, nil
+			allowed[i*L] = 1
+			continue
+		}
+		alive++
+		// Feed the token: it takes slot next, at position realLen + (new tokens − 1).
+		ids[i], cur[i] = tok, int32(row.next)
+		pos[i] = int32(row.realLen + len(row.NewTokens) - 1)
+		row.keys[row.next] = 1
+		window := g.Model.Config.Text.Window()
+		for j := 0; j < L; j++ {
+			ok := row.keys[j] != 0 && j <= row.next && (window <= 0 || row.next-j < window)
+			allowed[i*L+j] = b2i(ok)
+		}
+		row.next++
+	}
+	if alive == 0 {
+		r.Close()
+		return 0, nil
+	}
+	start := time.Now()
+	args := make([]any, 0, 4+len(r.caches))
+	args = append(args,
+		tensors.FromFlatDataAndDimensions(ids, C, 1),
+		tensors.FromFlatDataAndDimensions(pos, C, 1),
+		tensors.FromFlatDataAndDimensions(allowed, C, L),
+		tensors.FromFlatDataAndDimensions(cur, C))
+	for _, t := range r.caches {
+		args = append(args, g.cacheArg(t))
+	}
+	outs, err := g.step.Exec(args...)
+	if err != nil {
+		r.fail()
+		return 0, fmt.Errorf("generate: decode step: %w", err)
+	}
+	if !g.donate {
+		for _, t := range r.caches {
+			_ = t.FinalizeAll()
+		}
+	}
+	logits := tensors.MustCopyFlatData[float32](outs[0])
+	_ = outs[0].FinalizeAll()
+	r.caches = outs[1:]
+	vocab := len(logits) / C
+	for i, row := range r.rows {
+		if row != nil {
+			row.logits = logits[i*vocab : (i+1)*vocab]
+		}
+	}
+	g.stats.Steps++
+	g.stats.Tokens += alive
+	g.stats.StepTime += time.Since(start)
+	if r.Buckets && alive*4 <= C && C > 1 {
+		// Few rows left: decode them in a smaller batch.
+		if err := r.resize(pow2Bucket(alive, 1), L); err != nil {
+			return 0, err
+		}
+	}
+	return alive, nil
+}
+
+// fail ends every row after a failed graph execution and frees the caches.
+func (r *Running) fail() {
+	for _, row := range r.rows {
+		if row != nil {
+			row.Done = true
+		}
+	}
+	r.Close()
+}
+
+// resize gives the running caches C rows and L slots, keeping the rows in the batch (in order,
+// first) and their slots. An empty batch only records the sizes: its caches come from the next
+// prefill.
+func (r *Running) resize(C, L int) error {
+	if C == len(r.rows) && L == r.L {
+		return nil
+	}
+	var kept []*Row
+	src := make([]int32, C)
+	for i, row := range r.rows {
+		if row != nil {
+			src[len(kept)] = int32(i)
+			kept = append(kept, row)
+		}
+	}
+	if len(kept) > C {
+		return fmt.Errorf("generate: cannot fit %d rows in %d", len(kept), C)
+	}
+	for _, row := range kept {
+		if row.next > L {
+			return fmt.Errorf("generate: a row uses %d cache slots, more than %d", row.next, L)
+		}
+		row.keys = resizeInt32(row.keys, L)
+	}
+	rows := make([]*Row, C)
+	copy(rows, kept)
+	if r.caches == nil || len(kept) == 0 {
+		r.Close()
+		r.rows, r.L = rows, L
+		return nil
+	}
+	g := r.g
+	if g.resize == nil {
+		var err error
+		if g.resize, err = NewExec(g.Backend, resizeCaches); err != nil {
+			return err
+		}
+		g.resize.SetMaxCache(64)
+	}
+	args := []any{tensors.FromFlatDataAndDimensions(src, C), tensors.FromShape(shapes.Make(dtypes.Int32, L))}
+	for _, t := range r.caches {
+		args = append(args, g.cacheArg(t))
+	}
+	outs, err := g.resize.Exec(args...)
+	if err != nil {
+		r.fail()
+		return fmt.Errorf("generate: resizing the KV cache to %d rows × %d slots: %w", C, L, err)
+	}
+	if !g.donate {
+		for _, t := range r.caches {
+			_ = t.FinalizeAll()
+		}
+	}
+	r.caches, r.rows, r.L = outs, rows, L
+	return nil
+}
+
+// place writes fresh caches [B, L, …] into the running rows: row i takes fresh row dst[i], or
+// keeps its own where dst[i] < 0.
+func (r *Running) place(fresh []*tensors.Tensor, dst []int32) error {
+	g := r.g
+	if r.caches == nil {
+		// No running caches yet: zeros of the running shape, then the fresh rows.
+		r.caches = make([]*tensors.Tensor, len(fresh))
+		for i, t := range fresh {
+			s := t.Shape().Clone()
+			s.Dimensions[0] = len(r.rows)
+			r.caches[i] = tensors.FromShape(s)
+		}
+	}
+	if g.place == nil {
+		var err error
+		if g.place, err = NewExec(g.Backend, placeRows); err != nil {
+			return err
+		}
+		g.place.SetMaxCache(64)
+	}
+	args := []any{tensors.FromFlatDataAndDimensions(dst, len(dst))}
+	for _, t := range r.caches {
+		args = append(args, g.cacheArg(t))
+	}
+	for _, t := range fresh {
+		args = append(args, t)
+	}
+	outs, err := g.place.Exec(args...)
+	for _, t := range fresh {
+		_ = t.FinalizeAll()
+	}
+	if err != nil {
+		r.fail()
+		return fmt.Errorf("generate: placing new rows in the KV cache: %w", err)
+	}
+	if !g.donate {
+		for _, t := range r.caches {
+			_ = t.FinalizeAll()
+		}
+	}
+	r.caches = outs
+	return nil
+}
+
+// placeRows is the graph of place: nodes are dst [C], the running caches, then as many fresh
+// caches.
+func placeRows(nodes []*Node) []*Node {
+	dst := nodes[0]
+	n := (len(nodes) - 1) / 2
+	C := dst.Shape().Dim(0)
+	take := GreaterOrEqual(dst, ZerosLike(dst))
+	idx := Reshape(Max(dst, ZerosLike(dst)), C, 1)
+	out := make([]*Node, n)
+	for i := range n {
+		old, fresh := nodes[1+i], nodes[1+n+i]
+		rows := Gather(fresh, idx) // [C, L, Hkv, d]
+		mask := BroadcastToDims(Reshape(take, C, 1, 1, 1), old.Shape().Dimensions...)
+		out[i] = Where(mask, rows, old)
+	}
+	return out
+}
+
+// resizeCaches is the graph of resize: nodes are src [C'] (the old row each new row copies),
+// slots [L'] (only its length matters), then the caches [C, L, …]. Slots beyond the old length
+// are zero; rows and slots past what src and L' keep are dropped.
+func resizeCaches(nodes []*Node) []*Node {
+	src, slots := nodes[0], nodes[1]
+	C, L := src.Shape().Dim(0), slots.Shape().Dim(0)
+	idx := Reshape(src, C, 1)
+	out := make([]*Node, len(nodes)-2)
+	for i, cache := range nodes[2:] {
+		rows := Gather(cache, idx)
+		switch old := cache.Shape().Dim(1); {
+		case L > old:
+			dims := rows.Shape().Clone().Dimensions
+			dims[1] = L - old
+			rows = Concatenate([]*Node{rows, Zeros(cache.Graph(), shapes.Make(cache.DType(), dims...))}, 1)
+		case L < old:
+			rows = SliceAxis(rows, 1, AxisRange(0, L))
+		}
+		out[i] = rows
+	}
+	return out
+}
+
+// pow2Bucket is the smallest unit·2^k at or above n.
+func pow2Bucket(n, unit int) int {
+	k := (n + unit - 1) / unit
+	if k <= 1 {
+		return unit
+	}
+	return unit << bits.Len(uint(k-1))
+}
+
+func resizeInt32(v []int32, n int) []int32 {
+	if len(v) >= n {
+		return v[:n]
+	}
+	return append(v, make([]int32, n-len(v))...)
+}
