@@ -153,6 +153,15 @@ func (r *Running) Admit(in Inputs, c GenerationConfig, each TokenFunc) ([]*Row, 
 	return rows, r.place(fresh, dst)
 }
 
+// Drop retires row at once (say, its client left); its cache row is free for the next admission.
+func (r *Running) Drop(row *Row) {
+	for i, x := range r.rows {
+		if x == row {
+			r.rows[i], row.Done, row.logits = nil, true, nil
+		}
+	}
+}
+
 // Step chooses the next token of every row (from the prefill's or the last step's logits),
 // retires the rows that are done and runs one decode step over the others. It returns the
 // number of rows still decoding.

@@ -23,7 +23,7 @@ type metrics struct {
 	latency   *histogram // whole request, seconds
 	ttft      *histogram // time to first token, seconds
 	queueWait *histogram // admission to decoding, seconds
-	batchSize *histogram // rows per decoded batch
+	batchSize *histogram // rows of a running batch at each step
 }
 
 func newMetrics(maxBatch int) *metrics {
@@ -71,11 +71,11 @@ func (m *metrics) write(w io.Writer) {
 	counter("idefics2_prompt_tokens_total", "Prompt tokens of admitted requests (image tokens included).", m.promptTokens.Load())
 	counter("idefics2_generated_tokens_total", "Tokens generated, summed over rows.", m.generatedTokens.Load())
 	gauge("idefics2_queue_depth", "Requests admitted and waiting for a batch.", m.queueDepth.Load())
-	gauge("idefics2_batch_rows", "Rows of the batch being decoded (0 when idle).", m.batchRows.Load())
+	gauge("idefics2_batch_rows", "Rows decoding, over every running batch (0 when idle).", m.batchRows.Load())
 	m.latency.write(w, "idefics2_request_duration_seconds", "Time from a generation request's arrival to its last byte.")
 	m.ttft.write(w, "idefics2_time_to_first_token_seconds", "Time from a generation request's arrival to its first new token.")
-	m.queueWait.write(w, "idefics2_queue_wait_seconds", "Time a request waited in the queue before its batch started.")
-	m.batchSize.write(w, "idefics2_batch_size", "Rows per decoded batch (batch occupancy).")
+	m.queueWait.write(w, "idefics2_queue_wait_seconds", "Time a request waited in the queue before it joined a running batch.")
+	m.batchSize.write(w, "idefics2_batch_size", "Rows of a running batch at each decode step (batch occupancy).")
 }
 
 // histogram is a Prometheus histogram with fixed upper bounds.

@@ -24,12 +24,11 @@ type Options struct {
 	Splitting       string `mapstructure:"splitting" check:"oneof=|on|off"` // image splitting; "" keeps preprocessor_config.json's
 
 	QueueSize   int `mapstructure:"queue_size" check:"min=1"`    // requests waiting beyond this are answered 429
-	MaxBatch    int `mapstructure:"max_batch" check:"min=1"`     // rows decoded together
-	BatchWaitMS int `mapstructure:"batch_wait_ms" check:"min=0"` // how long the worker waits for a batch to fill once a request is waiting
-	// PadBatch pads a batch's rows to a power of two (at most max_batch) with copies of its first
-	// row, which retire at once: XLA compiles one graph per batch size, so this bounds the
-	// compiles at log2(max_batch)+1 per prompt and cache bucket, for some wasted rows.
-	PadBatch bool `mapstructure:"pad_batch"`
+	// MaxBatch is the most rows decoding at once. A model's running batch has a power of two
+	// rows (at most the next one above max_batch) and its KV cache a power of two times 64
+	// slots, so XLA compiles a handful of decode-step graphs whatever arrives.
+	MaxBatch    int `mapstructure:"max_batch" check:"min=1"`
+	BatchWaitMS int `mapstructure:"batch_wait_ms" check:"min=0"` // how long an idle worker waits for more requests once one arrives
 
 	RequestTimeoutS  int `mapstructure:"request_timeout_s" check:"min=1"`  // per-request deadline, queue time included
 	ShutdownTimeoutS int `mapstructure:"shutdown_timeout_s" check:"min=0"` // how long SIGTERM waits for requests in flight

@@ -19,14 +19,19 @@ type job struct {
 	model  *servedModel
 	sample *data.Sample
 	gc     model.GenerationConfig // MaxNewTokens is this request's own budget
-	key    string                 // requests with equal keys may share a batch
 
 	// events carries every new token, then one final event. It has room for all of them, so
 	// the worker never waits on a slow client.
 	events   chan tokenEvent
 	abandon  atomic.Bool // set by the request's goroutine once it wants no more tokens
 	enqueued time.Time
+
+	row    *model.Row // its row in the running batch, once admitted
+	tokens int
 }
+
+// gone reports whether the request's client wants no more tokens.
+func (j *job) gone() bool { return j.ctx.Err() != nil || j.abandon.Load() }
 
 type tokenEvent struct {
 	tok  int32
@@ -34,19 +39,21 @@ type tokenEvent struct {
 	err  error
 }
 
-// Scheduler queues admitted requests and decodes them on one worker, in batches of requests
-// that can share a Generator call: the same model and the same decoding settings. A sampled
-// request runs in a batch of its own, so that its seed alone fixes its output.
+// Scheduler queues admitted requests and decodes them on one worker with continuous batching:
+// between two decode steps it admits waiting requests into the running batch of their model
+// (each is prefilled alone, its image features computed once, and its KV cache placed in a free
+// row), and a row leaves the batch as soon as it is done (eos, its own token budget, a stop
+// string, a client gone, its deadline). Rows with different decoding settings share a batch:
+// tokens are chosen per row on the host, each sampled row from its own seeded stream, so a
+// request's answer is the same alone or in a batch.
 //
-// This is request-level batching: a batch runs until all of its rows are done (eos, their own
-// token budget, a stop string, or a client gone), and requests that arrive meanwhile wait for
-// the next one. A retired row costs nothing more to its client but still occupies its place in
-// the running batch's tensors until the batch ends.
+// Each model (the base, every adapter) has its own running batch; the worker steps them in
+// turn. At most maxBatch rows decode at once over all of them; the rest wait in a bounded
+// queue.
 type Scheduler struct {
 	models    *Models
 	queueSize int
 	maxBatch  int
-	padBatch  bool
 	batchWait time.Duration
 	metrics   *metrics
 
@@ -54,23 +61,35 @@ type Scheduler struct {
 	cond    *sync.Cond
 	pending []*job
 	closed  bool
-	seq     uint64
 	done    chan struct{}
 
-	// beforeBatch, when set (tests, through setBeforeBatch), runs on the worker before each
-	// batch is decoded.
-	beforeBatch func(batch []*job)
+	// The worker's own state.
+	running map[*servedModel]*model.Running
+	rows    map[*servedModel][]*job // the jobs decoding in each running batch
+
+	// beforeAdmit, when set (tests, through setBeforeAdmit), runs on the worker before it admits
+	// a group of waiting requests; live is the number of rows decoding then.
+	beforeAdmit func(group []*job, live int)
+	// afterStep, when set (tests), runs on the worker after each decode step.
+	afterStep func()
 }
 
-func (s *Scheduler) setBeforeBatch(f func(batch []*job)) {
+func (s *Scheduler) setBeforeAdmit(f func(group []*job, live int)) {
 	s.mu.Lock()
-	s.beforeBatch = f
+	s.beforeAdmit = f
+	s.mu.Unlock()
+}
+
+func (s *Scheduler) setAfterStep(f func()) {
+	s.mu.Lock()
+	s.afterStep = f
 	s.mu.Unlock()
 }
 
 func newScheduler(ms *Models, o Options, m *metrics) *Scheduler {
-	s := &Scheduler{models: ms, queueSize: o.QueueSize, maxBatch: o.MaxBatch, padBatch: o.PadBatch,
-		batchWait: time.Duration(o.BatchWaitMS) * time.Millisecond, metrics: m, done: make(chan struct{})}
+	s := &Scheduler{models: ms, queueSize: o.QueueSize, maxBatch: o.MaxBatch,
+		batchWait: time.Duration(o.BatchWaitMS) * time.Millisecond, metrics: m, done: make(chan struct{}),
+		running: map[*servedModel]*model.Running{}, rows: map[*servedModel][]*job{}}
 	s.cond = sync.NewCond(&s.mu)
 	go s.loop()
 	return s
@@ -86,8 +105,6 @@ func (s *Scheduler) submit(j *job) error {
 	if len(s.pending) >= s.queueSize {
 		return errQueueFull
 	}
-	s.seq++
-	j.key = batchKey(j, s.seq)
 	j.events = make(chan tokenEvent, j.gc.MaxNewTokens+2)
 	j.enqueued = time.Now()
 	s.pending = append(s.pending, j)
@@ -129,151 +146,166 @@ func (s *Scheduler) wait(ctx context.Context) error {
 	}
 }
 
-// batchKey groups requests that one Generator call can decode: the model and every decoding
-// setting but the token budget (each row retires at its own). A sampled request gets a key of
-// its own: rows of a batch share the sampler's random stream.
-func batchKey(j *job, seq uint64) string {
-	c := j.gc
-	k := fmt.Sprintf("%s|%v|%g|%d|%g|%g", j.model.Name, c.DoSample, c.Temperature, c.TopK, c.TopP, c.RepetitionPenalty)
-	if c.DoSample {
-		k += fmt.Sprintf("|%d", seq)
-	}
-	return k
-}
-
 func (s *Scheduler) loop() {
 	defer close(s.done)
 	for {
-		batch, hook := s.next()
-		if batch == nil {
+		group, hook, after, ok := s.take(s.live())
+		if !ok {
 			return
 		}
-		s.run(batch, hook)
+		if len(group) > 0 {
+			if hook != nil {
+				hook(group, s.live())
+			}
+			for _, j := range group {
+				s.admit(j)
+			}
+		}
+		for m := range s.running {
+			s.step(m)
+		}
+		s.metrics.batchRows.Store(int64(s.live()))
+		if after != nil {
+			after()
+		}
 	}
 }
 
-// next blocks until a request waits, lets the batch fill for batchWait, then takes the oldest
-// request and the waiting requests that share its key (up to maxBatch). It returns nil once the
-// scheduler is closed and the queue is empty.
-func (s *Scheduler) next() ([]*job, func([]*job)) {
+// live is the number of rows decoding over all models.
+func (s *Scheduler) live() int {
+	n := 0
+	for _, jobs := range s.rows {
+		n += len(jobs)
+	}
+	return n
+}
+
+// take returns the waiting requests that fit beside the live rows, oldest first. With no live
+// row it blocks until a request waits, then lets more arrive for batchWait so that requests
+// sent together start together. ok is false once the scheduler is closed and nothing is left.
+func (s *Scheduler) take(live int) (group []*job, hook func([]*job, int), after func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.pending) == 0 && !s.closed {
-		s.cond.Wait()
-	}
-	if len(s.pending) == 0 {
-		return nil, nil
-	}
-	if s.batchWait > 0 && len(s.pending) < s.maxBatch && !s.closed {
-		s.mu.Unlock()
-		time.Sleep(s.batchWait)
-		s.mu.Lock()
+	if live == 0 {
+		for len(s.pending) == 0 && !s.closed {
+			s.cond.Wait()
+		}
 		if len(s.pending) == 0 {
-			return []*job{}, nil
+			return nil, nil, nil, false
+		}
+		if s.batchWait > 0 && len(s.pending) < s.maxBatch && !s.closed {
+			s.mu.Unlock()
+			time.Sleep(s.batchWait)
+			s.mu.Lock()
 		}
 	}
-	key := s.pending[0].key
-	var batch, rest []*job
-	for _, j := range s.pending {
-		if j.key == key && len(batch) < s.maxBatch {
-			batch = append(batch, j)
-		} else {
-			rest = append(rest, j)
-		}
+	n := min(len(s.pending), s.maxBatch-live)
+	if n <= 0 {
+		return nil, nil, s.afterStep, true
 	}
-	s.pending = rest
+	group = append(group, s.pending[:n]...)
+	s.pending = append([]*job(nil), s.pending[n:]...)
 	s.metrics.queueDepth.Store(int64(len(s.pending)))
-	return batch, s.beforeBatch
+	return group, s.beforeAdmit, s.afterStep, true
 }
 
-// run decodes one batch, sending each row's tokens as they come. Any failure, a panic included,
-// ends every row of the batch with the error; the server goes on.
-func (s *Scheduler) run(batch []*job, hook func([]*job)) {
-	var live []*job
-	for _, j := range batch {
-		if j.ctx.Err() != nil || j.abandon.Load() {
+// admit prefills j into its model's running batch, or ends it when its client is gone or the
+// prefill fails (a panic included: the server goes on).
+func (s *Scheduler) admit(j *job) {
+	if j.gone() {
+		j.events <- tokenEvent{done: true, err: j.ctx.Err()}
+		return
+	}
+	s.metrics.queueWait.observe(time.Since(j.enqueued).Seconds())
+	run := s.running[j.model]
+	if run == nil {
+		run = j.model.Generator.NewRunning()
+		run.Buckets = true
+		s.running[j.model] = run
+	}
+	b, err := s.models.processor().Collate([]*data.Sample{j.sample}, data.CollateOptions{PadSide: data.PadLeft})
+	if err == nil {
+		err = guard(func() error {
+			rows, err := run.Admit(eval.InputsOf(b), j.gc, func(_ int, tok int32) bool { return s.deliver(j, tok) })
+			if err == nil {
+				j.row = rows[0]
+			}
+			return err
+		})
+	}
+	if err != nil {
+		j.events <- tokenEvent{done: true, err: err}
+		if run.Live() != s.liveRows(j.model) {
+			s.fail(j.model, err) // the running batch did not survive the failure
+		}
+		return
+	}
+	s.rows[j.model] = append(s.rows[j.model], j)
+}
+
+// liveRows is the number of jobs decoding for m.
+func (s *Scheduler) liveRows(m *servedModel) int { return len(s.rows[m]) }
+
+// deliver passes one new token of j to its client; false retires the row.
+func (s *Scheduler) deliver(j *job, tok int32) bool {
+	if j.gone() {
+		return false
+	}
+	j.tokens++
+	s.metrics.generatedTokens.Add(1)
+	j.events <- tokenEvent{tok: tok}
+	return j.tokens < j.gc.MaxNewTokens
+}
+
+// step drops the rows whose clients left, runs one decode step of m's running batch and ends
+// the requests whose rows are done.
+func (s *Scheduler) step(m *servedModel) {
+	run, jobs := s.running[m], s.rows[m]
+	for _, j := range jobs {
+		if j.gone() {
+			run.Drop(j.row)
+		}
+	}
+	if len(jobs) > 0 {
+		s.metrics.batchSize.observe(float64(run.Live()))
+	}
+	if err := guard(func() error { _, err := run.Step(); return err }); err != nil {
+		s.fail(m, err)
+		return
+	}
+	kept := jobs[:0]
+	for _, j := range jobs {
+		if j.row.Done {
 			j.events <- tokenEvent{done: true, err: j.ctx.Err()}
 			continue
 		}
-		live = append(live, j)
+		kept = append(kept, j)
 	}
-	if len(live) == 0 {
-		return
+	s.rows[m] = kept
+	if len(kept) == 0 {
+		delete(s.rows, m)
+		delete(s.running, m)
 	}
-	batch = live
-	if hook != nil {
-		hook(batch)
+}
+
+// fail ends every request decoding on m with err and starts m's batch afresh.
+func (s *Scheduler) fail(m *servedModel, err error) {
+	for _, j := range s.rows[m] {
+		j.events <- tokenEvent{done: true, err: err}
 	}
-	start := time.Now()
-	for _, j := range batch {
-		s.metrics.queueWait.observe(start.Sub(j.enqueued).Seconds())
+	if run := s.running[m]; run != nil {
+		run.Close()
 	}
-	s.metrics.batchSize.observe(float64(len(batch)))
-	s.metrics.batchRows.Store(int64(len(batch)))
-	defer s.metrics.batchRows.Store(0)
-	finished := make([]bool, len(batch))
-	var err error
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("decoding failed: %v", p)
-			}
-		}()
-		err = s.decode(batch, finished)
+	delete(s.rows, m)
+	delete(s.running, m)
+}
+
+// guard runs f, turning a panic into an error.
+func guard(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("decoding failed: %v", p)
+		}
 	}()
-	for i, j := range batch {
-		if !finished[i] {
-			j.events <- tokenEvent{done: true, err: err}
-		}
-	}
-}
-
-func (s *Scheduler) decode(batch []*job, finished []bool) error {
-	samples := make([]*data.Sample, len(batch))
-	gc := batch[0].gc
-	gc.MaxNewTokens = 0
-	for i, j := range batch {
-		samples[i] = j.sample
-		gc.MaxNewTokens = max(gc.MaxNewTokens, j.gc.MaxNewTokens)
-	}
-	if s.padBatch {
-		for rows := padRows(len(batch), s.maxBatch); len(samples) < rows; {
-			samples = append(samples, batch[0].sample)
-		}
-	}
-	b, err := s.models.processor().Collate(samples, data.CollateOptions{PadSide: data.PadLeft})
-	if err != nil {
-		return err
-	}
-	counts := make([]int, len(batch))
-	_, err = batch[0].model.Generator.GenerateEach(eval.InputsOf(b), gc, func(row int, tok int32) bool {
-		if row >= len(batch) {
-			return false // a padding row
-		}
-		j := batch[row]
-		if j.ctx.Err() != nil || j.abandon.Load() {
-			return false
-		}
-		counts[row]++
-		s.metrics.generatedTokens.Add(1)
-		j.events <- tokenEvent{tok: tok}
-		return counts[row] < j.gc.MaxNewTokens
-	})
-	if err != nil {
-		return err
-	}
-	for i, j := range batch {
-		j.events <- tokenEvent{done: true, err: j.ctx.Err()}
-		finished[i] = true
-	}
-	return nil
-}
-
-// padRows is the power of two at or above n, capped at limit (and never below n).
-func padRows(n, limit int) int {
-	p := 1
-	for p < n {
-		p *= 2
-	}
-	return max(n, min(p, limit))
+	return f()
 }

@@ -6,23 +6,28 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-// gate holds the worker before each batch until the test lets it go, so that requests pile up
-// in the queue deterministically.
+// gate holds the worker before each admission until the test lets it go, so that requests pile
+// up in the queue deterministically. live records the rows decoding at each admission.
 type gate struct {
 	mu      sync.Mutex
 	entered chan []*job
 	release chan struct{}
+	live    []int
 }
 
 func newGate(s *Server) *gate {
 	g := &gate{entered: make(chan []*job, 16), release: make(chan struct{})}
-	s.sched.setBeforeBatch(func(b []*job) {
+	s.sched.setBeforeAdmit(func(b []*job, live int) {
+		g.mu.Lock()
+		g.live = append(g.live, live)
+		g.mu.Unlock()
 		g.entered <- b
 		<-g.release
 	})
@@ -101,82 +106,69 @@ func TestBatchedEqualsAlone(t *testing.T) {
 	}
 }
 
-// With pad_batch, a batch of 3 decodes as 4 rows, and the answers stay those given alone.
-func TestPadBatch(t *testing.T) {
-	s, hs := testServer(t, func(o *Options) { o.MaxBatch = 8; o.PadBatch = true })
-	questions := []string{"one?", "the second question", "and a third, longer than the other two"}
-	alone := make([]string, len(questions))
-	for i, q := range questions {
-		_, out, _ := post(t, hs.URL+"/v1/chat/completions", chat("tiny", q, 5))
+// A request that arrives while others decode joins their running batch between two steps, and
+// leaves it when done while the others go on. Requests for different models decode side by
+// side, each model in its own batch, and sampled requests share a batch with greedy ones: every
+// answer equals the answer the request gets alone.
+func TestJoinRunningBatch(t *testing.T) {
+	s, hs := testServer(t, func(o *Options) { o.MaxBatch = 8 })
+	sampled := func(q string, n int, seed int) map[string]any {
+		r := chat("tiny", q, n)
+		r["temperature"], r["seed"] = 1.3, seed
+		return r
+	}
+	reqs := []map[string]any{
+		chat("tiny", "a long answer, please", 150, pngDataURL(t, 40, 24, 1)),
+		chat("tuned", "the adapter's answer", 12, pngDataURL(t, 24, 24, 2)),
+		sampled("sampled beside greedy rows", 10, 3),
+		chat("tiny", "a short one", 3),
+		sampled("another seed", 10, 4),
+	}
+	alone := make([]string, len(reqs))
+	for i, r := range reqs {
+		code, out, _ := post(t, hs.URL+"/v1/chat/completions", r)
+		if code != 200 {
+			t.Fatalf("%d: %v", code, out)
+		}
 		alone[i] = answerOf(t, out)
 	}
 	g := newGate(s)
+	s.sched.setAfterStep(func() { time.Sleep(2 * time.Millisecond) }) // the long row outlasts the joins
+	got := make([]string, len(reqs))
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); post(t, hs.URL+"/v1/chat/completions", chat("tiny", "hold", 2)) }()
-	<-g.entered
-	got := make([]string, len(questions))
-	for i, q := range questions {
+	send := func(i int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, out, _ := post(t, hs.URL+"/v1/chat/completions", chat("tiny", q, 5))
+			code, out, _ := post(t, hs.URL+"/v1/chat/completions", reqs[i])
+			if code != 200 {
+				t.Errorf("%d: %v", code, out)
+				return
+			}
 			got[i] = answerOf(t, out)
 		}()
 	}
-	queued(t, s, len(questions))
-	before := tinyModels(t).list[0].Generator.Stats()
-	close(g.release)
+	send(0) // the long request starts alone ...
 	<-g.entered
+	g.release <- struct{}{}
+	for i := 1; i < len(reqs); i++ {
+		// ... and each other one joins while it decodes.
+		send(i)
+		<-g.entered
+		g.release <- struct{}{}
+	}
+	close(g.release)
 	wg.Wait()
-	after := tinyModels(t).list[0].Generator.Stats()
-	for i := range questions {
+	for i := range reqs {
 		if got[i] != alone[i] {
-			t.Errorf("%d: %q padded, %q alone", i, got[i], alone[i])
+			t.Errorf("request %d: %q in the running batch, %q alone", i, got[i], alone[i])
 		}
 	}
-	// Four rows per step, of which three are real: 5 steps × 3 real tokens at most.
-	if steps := after.Steps - before.Steps; steps < 1 || after.Tokens-before.Tokens > 3*steps {
-		t.Errorf("steps %d, tokens %d", steps, after.Tokens-before.Tokens)
-	}
-	if padRows(3, 8) != 4 || padRows(5, 6) != 6 || padRows(1, 8) != 1 || padRows(9, 8) != 9 {
-		t.Error("padRows")
-	}
-}
-
-// Requests for different models, or with different decoding settings, do not share a batch.
-func TestBatchKeys(t *testing.T) {
-	s, hs := testServer(t, nil)
-	g := newGate(s)
-	var wg sync.WaitGroup
-	send := func(body map[string]any) {
-		wg.Add(1)
-		go func() { defer wg.Done(); post(t, hs.URL+"/v1/chat/completions", body) }()
-	}
-	send(chat("tiny", "hold", 2))
-	<-g.entered
-	send(chat("tiny", "a", 2))
-	queued(t, s, 1)
-	send(chat("tuned", "b", 2))
-	queued(t, s, 2)
-	sampled := chat("tiny", "c", 2)
-	sampled["temperature"], sampled["seed"] = 0.7, 5
-	send(sampled)
-	queued(t, s, 3)
-	send(chat("tiny", "d", 2))
-	queued(t, s, 4)
-	close(g.release)
-	sizes := map[string]int{}
-	for range 3 { // a+d, b, c
-		b := <-g.entered
-		sizes[b[0].model.Name+fmt.Sprint(b[0].gc.DoSample)] += len(b)
-		if len(b) == 2 && (b[0].model != b[1].model || b[0].gc.DoSample || b[1].gc.DoSample) {
-			t.Errorf("batch mixes %s and %s", b[0].key, b[1].key)
-		}
-	}
-	wg.Wait()
-	if sizes["tinyfalse"] != 2 || sizes["tunedfalse"] != 1 || sizes["tinytrue"] != 1 {
-		t.Errorf("rows per model/sampling: %v", sizes)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t.Logf("rows decoding at each admission: %v", g.live)
+	if g.live[0] != 0 || slices.Min(g.live[1:]) < 1 {
+		t.Errorf("rows decoding at each admission: %v; want 0, then ≥ 1 (joining a running batch)", g.live)
 	}
 }
 
@@ -220,7 +212,7 @@ func TestQueueFull(t *testing.T) {
 }
 
 // A client that goes away while queued leaves the queue at once; one that goes away while its
-// row decodes retires the row at the next step, and the batch's other rows go on.
+// row decodes frees the row before the next step, and the batch's other rows go on.
 func TestClientCancel(t *testing.T) {
 	s, hs := testServer(t, func(o *Options) { o.MaxBatch = 4 })
 	g := newGate(s)
@@ -274,7 +266,7 @@ func TestClientCancel(t *testing.T) {
 	before := s.metrics.generatedTokens.Load()
 	close(g.release)
 	if b := <-g.entered; len(b) != 2 {
-		t.Fatalf("a batch of %d, want the two rows", len(b))
+		t.Fatalf("%d requests admitted together, want the two rows", len(b))
 	}
 	<-first
 	cancel2()

@@ -48,7 +48,6 @@ func main() {
 	fs.Bind("addr", "serve.addr", "HOST:PORT to listen on")
 	fs.Bind("name", "serve.name", "the base model's id in /v1/models (default: the model directory's name)")
 	fs.Bind("max-batch", "serve.max_batch", "rows decoded together")
-	fs.Bind("pad-batch", "serve.pad_batch", "pad batches to a power of two rows (fewer XLA compiles)")
 	fs.Bind("queue-size", "serve.queue_size", "waiting requests beyond this are answered 429")
 	fs.Bind("max-images", "serve.max_images", "images per request")
 	fs.Bind("max-prompt-tokens", "serve.max_prompt_tokens", "prompt tokens per request, images included (0: the model's context)")
