@@ -61,7 +61,7 @@ func TestRunningEqualsAlone(t *testing.T) {
 	// of 8 rows shrinks.
 	type request struct {
 		row, joinAt, budget int
-		c               model.GenerationConfig
+		c                   model.GenerationConfig
 	}
 	reqs := []request{{0, 0, 4, gc}, {1, 0, 6, sampled}, {2, 2, 40, gc}, {0, 3, 70, sampled}, {1, 3, 5, gc}, {2, 9, 3, gc}}
 	want := make([][]int32, len(reqs))

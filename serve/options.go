@@ -23,7 +23,7 @@ type Options struct {
 	DefaultMaxNew   int    `mapstructure:"default_max_new_tokens" check:"min=1"`
 	Splitting       string `mapstructure:"splitting" check:"oneof=|on|off"` // image splitting; "" keeps preprocessor_config.json's
 
-	QueueSize   int `mapstructure:"queue_size" check:"min=1"`    // requests waiting beyond this are answered 429
+	QueueSize int `mapstructure:"queue_size" check:"min=1"` // requests waiting beyond this are answered 429
 	// MaxBatch is the most rows decoding at once. A model's running batch has a power of two
 	// rows (at most the next one above max_batch) and its KV cache a power of two times 64
 	// slots, so XLA compiles a handful of decode-step graphs whatever arrives.
