@@ -127,33 +127,22 @@ func singleRow(in model.Inputs, r int) model.Inputs {
 	return out
 }
 
-// readGenerateJSON reads a fixture's generate.json (HF generate keyword arguments) over the
-// defaults.
-func readGenerateJSON(dir string) (model.GenerationConfig, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "generate.json"))
-	if err != nil {
-		return model.GenerationConfig{}, err
-	}
-	return model.ParseGenerationConfig(data, model.DefaultGenerationConfig())
-}
-
-// TestGenerateBuckets checks that prompts of different lengths within one prompt bucket and
-// generation lengths within one cache bucket reuse the compiled graphs, that padding the image
-// canvas (PixelBucket) changes nothing, and that sampling is reproducible from its seed and
-// equals greedy decoding with top_k = 1.
-func TestGenerateBuckets(t *testing.T) {
+// generateFixture loads the kind=generate fixture name: a generator for its model on the test
+// backend, its generation settings and its inputs.
+func generateFixture(t *testing.T, name string) (*model.Generator, model.GenerationConfig, model.Inputs) {
+	t.Helper()
 	fxs, err := fixtures.Find("generate")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var fx *fixtures.Fixture
 	for i := range fxs {
-		if fxs[i].Name == "generate-batch-left-padded" {
+		if fxs[i].Name == name {
 			fx = &fxs[i]
 		}
 	}
 	if fx == nil {
-		t.Fatal("fixture generate-batch-left-padded not found")
+		t.Fatalf("fixture %s not found", name)
 	}
 	be, err := backend.New("")
 	if err != nil {
@@ -173,12 +162,31 @@ func TestGenerateBuckets(t *testing.T) {
 	}
 	in, err := inputsFromFixture(raw)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s/inputs.safetensors: %v", fx.Dir, err)
 	}
 	gen, err := model.NewGenerator(m, be)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return gen, gc, in
+}
+
+// readGenerateJSON reads a fixture's generate.json (HF generate keyword arguments) over the
+// defaults.
+func readGenerateJSON(dir string) (model.GenerationConfig, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "generate.json"))
+	if err != nil {
+		return model.GenerationConfig{}, err
+	}
+	return model.ParseGenerationConfig(data, model.DefaultGenerationConfig())
+}
+
+// TestGenerateBuckets checks that prompts of different lengths within one prompt bucket and
+// generation lengths within one cache bucket reuse the compiled graphs, that padding the image
+// canvas (PixelBucket) changes nothing, and that sampling is reproducible from its seed and
+// equals greedy decoding with top_k = 1.
+func TestGenerateBuckets(t *testing.T) {
+	gen, gc, in := generateFixture(t, "generate-batch-left-padded")
 	gc.MaxNewTokens = 6
 	ref, err := gen.Generate(in, gc)
 	if err != nil {

@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
-	"github.com/idefics2/idefics2/internal/backend"
-	"github.com/idefics2/idefics2/internal/fixtures"
 	"github.com/idefics2/idefics2/model"
 )
 
@@ -15,43 +12,7 @@ import (
 // every row's tokens must equal the row generated alone, greedy and sampled (each row samples
 // from its own seeded stream).
 func TestRunningEqualsAlone(t *testing.T) {
-	fxs, err := fixtures.Find("generate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fx *fixtures.Fixture
-	for i := range fxs {
-		if fxs[i].Name == "generate-batch-left-padded" {
-			fx = &fxs[i]
-		}
-	}
-	if fx == nil {
-		t.Fatal("fixture generate-batch-left-padded not found")
-	}
-	be, err := backend.New("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.Load(fx.Dir, dtypes.Float32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gc, err := readGenerateJSON(fx.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := fixtures.ReadTensors(fx.Dir + "/inputs.safetensors")
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := inputsFromFixture(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen, err := model.NewGenerator(m, be)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gen, gc, in := generateFixture(t, "generate-batch-left-padded")
 	gc.EOSTokenIDs = nil // every row runs its whole budget, so that the budgets decide who leaves when
 	sampled := gc
 	sampled.DoSample, sampled.Temperature, sampled.TopK, sampled.TopP = true, 1.5, 0, 1
