@@ -103,26 +103,24 @@ func (r *Running) Admit(in Inputs, c GenerationConfig, each TokenFunc) ([]*Row, 
 	B := in.B
 	// The slots every row needs: the new ones their prompt and budget, the running ones what
 	// their budget has left.
-	need := p.tb + c.MaxNewTokens
-	live := 0
+	slots := r.slots(p.tb + c.MaxNewTokens)
+	need, live := slots, 0
 	for _, row := range r.rows {
 		if row != nil {
-			need = max(need, row.next+row.c.MaxNewTokens-len(row.NewTokens))
+			need = max(need, r.slots(row.next+row.c.MaxNewTokens-len(row.NewTokens)))
 			live++
 		}
 	}
-	L, C := r.L, len(r.rows)
+	C := max(len(r.rows), live+B)
 	if r.Buckets {
-		L = max(L, pow2Bucket(need, max(g.CacheBucket, 1)))
-		C = max(C, pow2Bucket(live+B, 1))
-	} else {
-		L = max(L, roundUp(need, max(g.CacheBucket, 1)))
-		C = max(C, live+B)
+		C = max(len(r.rows), pow2Bucket(live+B, 1))
 	}
-	if err := r.resize(C, L); err != nil {
+	if err := r.resize(C, max(r.L, need)); err != nil {
 		return nil, err
 	}
-	keys, values, logits, err := g.runPrefill(p, r.L)
+	// The prefill's cache has the slots the new rows need, not the batch's: its shapes, and so
+	// its compiles, do not depend on what else is decoding. place pads it to the batch's.
+	keys, values, logits, err := g.runPrefill(p, slots)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +144,7 @@ func (r *Running) Admit(in Inputs, c GenerationConfig, each TokenFunc) ([]*Row, 
 		}
 		rows[b], r.rows[slot], dst[slot] = row, row, int32(b)
 	}
-	if r.caches == nil && B == len(r.rows) {
+	if r.caches == nil && B == len(r.rows) && slots == r.L {
 		r.caches = fresh // the whole batch: the prefill's caches are the running caches
 		return rows, nil
 	}
@@ -314,32 +312,24 @@ func (r *Running) resize(C, L int) error {
 	return nil
 }
 
-// place writes fresh caches [B, L, …] into the running rows: row i takes fresh row dst[i], or
-// keeps its own where dst[i] < 0.
+// place writes fresh caches [B, L', …] into the running rows: row i takes fresh row dst[i]
+// (zero-padded to the batch's L slots), or keeps its own where dst[i] < 0. Without running
+// caches yet, the other rows are zeros.
 func (r *Running) place(fresh []*tensors.Tensor, dst []int32) error {
 	g := r.g
-	if r.caches == nil {
-		// No running caches yet: zeros of the running shape, then the fresh rows.
-		r.caches = make([]*tensors.Tensor, len(fresh))
-		for i, t := range fresh {
-			s := t.Shape().Clone()
-			s.Dimensions[0] = len(r.rows)
-			r.caches[i] = tensors.FromShape(s)
-		}
-	}
 	if g.place == nil {
 		var err error
-		if g.place, err = NewExec(g.Backend, placeRows); err != nil {
+		if g.place, err = NewExec(g.Backend, placeRows(len(fresh))); err != nil {
 			return err
 		}
 		g.place.SetMaxCache(64)
 	}
-	args := []any{tensors.FromFlatDataAndDimensions(dst, len(dst))}
-	for _, t := range r.caches {
-		args = append(args, g.cacheArg(t))
-	}
+	args := []any{tensors.FromFlatDataAndDimensions(dst, len(dst)), tensors.FromShape(shapes.Make(dtypes.Int32, r.L))}
 	for _, t := range fresh {
 		args = append(args, t)
+	}
+	for _, t := range r.caches {
+		args = append(args, g.cacheArg(t))
 	}
 	outs, err := g.place.Exec(args...)
 	for _, t := range fresh {
@@ -358,22 +348,34 @@ func (r *Running) place(fresh []*tensors.Tensor, dst []int32) error {
 	return nil
 }
 
-// placeRows is the graph of place: nodes are dst [C], the running caches, then as many fresh
-// caches.
-func placeRows(nodes []*Node) []*Node {
-	dst := nodes[0]
-	n := (len(nodes) - 1) / 2
-	C := dst.Shape().Dim(0)
-	take := GreaterOrEqual(dst, ZerosLike(dst))
-	idx := Reshape(Max(dst, ZerosLike(dst)), C, 1)
-	out := make([]*Node, n)
-	for i := range n {
-		old, fresh := nodes[1+i], nodes[1+n+i]
-		rows := Gather(fresh, idx) // [C, L, Hkv, d]
-		mask := BroadcastToDims(Reshape(take, C, 1, 1, 1), old.Shape().Dimensions...)
-		out[i] = Where(mask, rows, old)
+// placeRows is the graph of place for n cache tensors: nodes are dst [C], slots [L] (only its
+// length matters), n fresh caches [B, L' ≤ L, …], then the n running caches [C, L, …] or none.
+func placeRows(n int) func(nodes []*Node) []*Node {
+	return func(nodes []*Node) []*Node {
+		dst, slots := nodes[0], nodes[1]
+		C, L := dst.Shape().Dim(0), slots.Shape().Dim(0)
+		take := GreaterOrEqual(dst, ZerosLike(dst))
+		idx := Reshape(Max(dst, ZerosLike(dst)), C, 1)
+		out := make([]*Node, n)
+		for i := range n {
+			fresh := nodes[2+i]
+			if pad := L - fresh.Shape().Dim(1); pad > 0 {
+				dims := fresh.Shape().Clone().Dimensions
+				dims[1] = pad
+				fresh = Concatenate([]*Node{fresh, Zeros(fresh.Graph(), shapes.Make(fresh.DType(), dims...))}, 1)
+			}
+			rows := Gather(fresh, idx) // [C, L, Hkv, d]
+			var old *Node
+			if len(nodes) > 2+n {
+				old = nodes[2+n+i]
+			} else {
+				old = ZerosLike(rows)
+			}
+			mask := BroadcastToDims(Reshape(take, C, 1, 1, 1), old.Shape().Dimensions...)
+			out[i] = Where(mask, rows, old)
+		}
+		return out
 	}
-	return out
 }
 
 // resizeCaches is the graph of resize: nodes are src [C'] (the old row each new row copies),
@@ -397,6 +399,16 @@ func resizeCaches(nodes []*Node) []*Node {
 		out[i] = rows
 	}
 	return out
+}
+
+// slots is the cache length that holds n slots: a multiple of CacheBucket, or with Buckets a
+// power of two times it.
+func (r *Running) slots(n int) int {
+	unit := max(r.g.CacheBucket, 1)
+	if r.Buckets {
+		return pow2Bucket(n, unit)
+	}
+	return roundUp(n, unit)
 }
 
 // pow2Bucket is the smallest unit·2^k at or above n.
