@@ -98,25 +98,20 @@ type Generation struct {
 	Stopped   []bool    // per row: it emitted an eos (false: it ran into max_new_tokens)
 }
 
-// Generate continues every row of in (HF processor output: input ids, attention mask, images;
-// left or right padded; Labels and PositionIDs are ignored) with c's decoding rules. Position ids
-// are HF generate's: cumsum(attention_mask) − 1 on real tokens.
-func (g *Generator) Generate(in Inputs, c GenerationConfig) (*Generation, error) {
-	return g.GenerateEach(in, c, nil)
-}
-
 // TokenFunc sees each new token of a row as soon as it is chosen (eos included). Returning false
 // retires the row at once, as if it had stopped, without marking it Stopped: a server uses it to
 // stream tokens, to end a row on a stop string or its own token budget, and to drop the row of a
-// client that went away. When every row is done the loop ends.
+// client that went away.
 type TokenFunc func(row int, tok int32) bool
 
-// GenerateEach is Generate calling each (when not nil) with every new token. The rows decode as
-// one Running batch that admits them all at once.
-func (g *Generator) GenerateEach(in Inputs, c GenerationConfig, each TokenFunc) (*Generation, error) {
+// Generate continues every row of in (HF processor output: input ids, attention mask, images;
+// left or right padded; Labels and PositionIDs are ignored) with c's decoding rules. Position ids
+// are HF generate's: cumsum(attention_mask) − 1 on real tokens. The rows decode as one Running
+// batch that admits them all at once.
+func (g *Generator) Generate(in Inputs, c GenerationConfig) (*Generation, error) {
 	run := g.NewRunning()
 	defer run.Close()
-	rows, err := run.Admit(in, c, each)
+	rows, err := run.Admit(in, c, nil)
 	if err != nil {
 		return nil, err
 	}
