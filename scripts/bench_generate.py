@@ -27,30 +27,12 @@ import torch
 from safetensors.torch import save_file
 
 import transformers
-from transformers import Idefics2Config, Idefics2ForConditionalGeneration
+from transformers import Idefics2ForConditionalGeneration
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import idefics2_ref  # noqa: E402
 import make_model_fixtures as mm  # noqa: E402
-
-
-def small_config():
-    """A small Idefics2 (about 56M parameters): real vocabulary and token ids, 64 latents, 224-pixel images."""
-    return Idefics2Config(
-        image_token_id=32001,
-        tie_word_embeddings=False,
-        vision_config=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                           num_channels=3, image_size=224, patch_size=14, hidden_act="gelu_pytorch_tanh",
-                           layer_norm_eps=1e-6),
-        perceiver_config=dict(hidden_act="silu", hidden_size=512, rms_norm_eps=1e-5, resampler_n_latents=64,
-                              resampler_depth=2, resampler_n_heads=8, resampler_head_dim=64, num_key_value_heads=4),
-        text_config=dict(model_type="mistral", vocab_size=32003, hidden_size=512, intermediate_size=1408,
-                         num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, head_dim=64,
-                         hidden_act="silu", max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
-                         sliding_window=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                         tie_word_embeddings=False),
-    )
 
 
 def inputs_for(config, gen, side):
@@ -96,7 +78,7 @@ def main():
     if args.config == "tiny":
         config, side = mm.tiny_config(), 32
     else:
-        config, side = small_config(), 224
+        config, side = idefics2_ref.small_config(), 224
     model = Idefics2ForConditionalGeneration(config)
     mm.reinit_weights(model, gen)
     model.eval()

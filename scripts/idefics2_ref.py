@@ -1,4 +1,5 @@
-"""Shared helpers of the fixture scripts: the pinned reference behaviour and the reference forward run.
+"""Shared helpers of the fixture and benchmark scripts: the pinned reference behaviour, the reference forward run
+and the benchmarks' small config.
 
 Importing this module changes nothing; call install_original_position_ids() before running a model.
 """
@@ -6,7 +7,32 @@ Importing this module changes nothing; call install_original_position_ids() befo
 import json
 
 import torch
+from transformers import Idefics2Config
 from transformers.models.idefics2 import modeling_idefics2
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The benchmarks' small config (scripts/bench_generate.py, scripts/bench_serve.py).
+# ---------------------------------------------------------------------------------------------------------
+
+
+def small_config():
+    """A small Idefics2 (about 56M parameters): real vocabulary and token ids, 64 latents, 224-pixel images."""
+    return Idefics2Config(
+        image_token_id=32001,
+        tie_word_embeddings=False,
+        vision_config=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                           num_channels=3, image_size=224, patch_size=14, hidden_act="gelu_pytorch_tanh",
+                           layer_norm_eps=1e-6),
+        perceiver_config=dict(hidden_act="silu", hidden_size=512, rms_norm_eps=1e-5, resampler_n_latents=64,
+                              resampler_depth=2, resampler_n_heads=8, resampler_head_dim=64, num_key_value_heads=4),
+        text_config=dict(model_type="mistral", vocab_size=32003, hidden_size=512, intermediate_size=1408,
+                         num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, head_dim=64,
+                         hidden_act="silu", max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
+                         sliding_window=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                         tie_word_embeddings=False),
+    )
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Vision position ids: the original algorithm (transformers <= 4.54.1).
