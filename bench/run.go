@@ -59,7 +59,7 @@ type Options struct {
 	Quantization string
 	Connector    string
 	// Devices runs the train step data-parallel over that many devices (train.devices; the
-	// batch splits over them), ShardOptimizer shards its masters and AdamW moments.
+	// batch splits over them), ShardOptimizer shards its masters, AdamW moments and accumulators.
 	Devices        int
 	ShardOptimizer bool
 }

@@ -35,7 +35,7 @@
 #   BUDGET_FORWARD_OURS (80), BUDGET_FORWARD_HF (45), BUDGET_GENERATE_OURS (75),
 #   BUDGET_GENERATE_HF (70).
 #   DEVICES (1): our train step data-parallel over that many GPUs (--devices; BATCH must divide
-#   by it); SHARD_OPTIMIZER (0): 1 shards its masters and AdamW moments over them. HF runs on one.
+#   by it); SHARD_OPTIMIZER (0): 1 shards its masters, AdamW moments and accumulators over them. HF runs on one.
 #   MEM_FRACTION (0.9): the share of GPU memory XLA's allocator may grow to (XLA's own default is
 #   0.75, about 105 GiB of an H200's 141); passed as a float client option, with preallocate=false
 #   so that nvidia-smi's peak is what the run used.

@@ -131,7 +131,8 @@ type TrainConfig struct {
 	OverwriteOutputDir bool `mapstructure:"overwrite_output_dir"`
 	// Devices runs each step data-parallel over this many of the backend's devices ("all": every
 	// one); batch_size is the global micro-batch and must divide by it. ShardOptimizer splits the
-	// float32 masters and AdamW moments over them instead of replicating them.
+	// float32 masters, AdamW moments and gradient accumulators over them instead of replicating
+	// them.
 	Devices        string `mapstructure:"devices"`
 	ShardOptimizer bool   `mapstructure:"shard_optimizer"`
 }

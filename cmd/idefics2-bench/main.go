@@ -98,7 +98,7 @@ func run() error {
 	fs.Bind("lora-vision", "bench.lora_vision", "LoRA on the vision tower too (the model card's recipe, configs/sft-card.yaml)")
 	fs.Bind("quantization", "bench.quantization", "frozen Linear weights in 4 bits: nf4, fp4 or none (double-quantized scales, as QLoRA)")
 	fs.Bind("devices", "bench.devices", "train step data-parallel over this many devices (the batch splits over them; train.devices)")
-	fs.Bind("shard-optimizer", "bench.shard_optimizer", "with --devices: shard the float32 masters and AdamW moments over the devices (train.shard_optimizer)")
+	fs.Bind("shard-optimizer", "bench.shard_optimizer", "with --devices: shard the float32 masters, AdamW moments and gradient accumulators over the devices (train.shard_optimizer)")
 	fs.Bind("connector", "bench.connector", "train step: the connector fully trained (full) or LoRA'd by the QLoRA tutorial's regex (lora)")
 	if err := fs.Parse(os.Args[1:], &cfg); err != nil {
 		return err
