@@ -144,9 +144,11 @@ $(PJRT_CPU_PLUGIN):
 	rm -rf $(BUILD)/pjrt/wheel
 	@echo "installed $@ (GOMLX_BACKEND=xla:cpu)"
 
-# The parity fixtures (forward, train, generate) on XLA's CPU backend instead of the pure Go one.
+# The parity fixtures (forward, train, generate) on XLA's CPU backend instead of the pure Go one,
+# and continuous batching (the KV-cache resize and placement graphs, the server's running batch).
 test-xla-cpu: setup pjrt-cpu
-	GOMLX_BACKEND=xla:$(PJRT_CPU_PLUGIN) $(GO) test -count=1 -short -timeout 40m -run 'Parity|Build8B|Plan8B|Checkpointing' ./model/ ./train/ ./bench/
+	GOMLX_BACKEND=xla:$(PJRT_CPU_PLUGIN) $(GO) test -count=1 -short -timeout 40m -run 'Parity|Build8B|Plan8B|Checkpointing|Running' ./model/ ./train/ ./bench/
+	GOMLX_BACKEND=xla:$(PJRT_CPU_PLUGIN) $(GO) test -count=1 -timeout 10m -run 'JoinRunningBatch|BatchedEqualsAlone' ./serve/
 
 # `make bench`: ours (cmd/idefics2-bench) and HF transformers + PEFT (scripts/bench_hf.py) on
 # the same configs, batch shape and machine, then the table with ours/HF ratios. Our backend is

@@ -70,7 +70,8 @@ type Scheduler struct {
 	// beforeAdmit, when set (tests, through setBeforeAdmit), runs on the worker before it admits
 	// a group of waiting requests; live is the number of rows decoding then.
 	beforeAdmit func(group []*job, live int)
-	// afterStep, when set (tests), runs on the worker after each decode step.
+	// afterStep, when set (tests), runs on the worker after each decode step, as part of it: a
+	// panic there is a failed step.
 	afterStep func()
 }
 
@@ -162,12 +163,9 @@ func (s *Scheduler) loop() {
 			}
 		}
 		for m := range s.running {
-			s.step(m)
+			s.step(m, after)
 		}
 		s.metrics.batchRows.Store(int64(s.live()))
-		if after != nil {
-			after()
-		}
 	}
 }
 
@@ -257,9 +255,10 @@ func (s *Scheduler) deliver(j *job, tok int32) bool {
 	return j.tokens < j.gc.MaxNewTokens
 }
 
-// step drops the rows whose clients left, runs one decode step of m's running batch and ends
-// the requests whose rows are done.
-func (s *Scheduler) step(m *servedModel) {
+// step drops the rows whose clients left, runs one decode step of m's running batch (then
+// after, when set) and ends the requests whose rows are done. A failed step, a panic included,
+// ends every request of m's batch with the error; the worker goes on.
+func (s *Scheduler) step(m *servedModel, after func()) {
 	run, jobs := s.running[m], s.rows[m]
 	for _, j := range jobs {
 		if j.gone() {
@@ -269,7 +268,16 @@ func (s *Scheduler) step(m *servedModel) {
 	if len(jobs) > 0 {
 		s.metrics.batchSize.observe(float64(run.Live()))
 	}
-	if err := guard(func() error { _, err := run.Step(); return err }); err != nil {
+	err := guard(func() error {
+		if _, err := run.Step(); err != nil {
+			return err
+		}
+		if after != nil {
+			after()
+		}
+		return nil
+	})
+	if err != nil {
 		s.fail(m, err)
 		return
 	}

@@ -172,6 +172,24 @@ func TestJoinRunningBatch(t *testing.T) {
 	}
 }
 
+// A decode step that fails (here a panic) ends the requests of that batch with a 500 in
+// OpenAI's error shape; the worker goes on and the next request is answered as before.
+func TestStepFailure(t *testing.T) {
+	s, hs := testServer(t, func(o *Options) { o.MaxBatch = 4 })
+	_, want, _ := post(t, hs.URL+"/v1/chat/completions", chat("tiny", "after the failure", 5))
+	var once sync.Once
+	s.sched.setAfterStep(func() { once.Do(func() { panic("injected fault") }) })
+	code, out, _ := post(t, hs.URL+"/v1/chat/completions", chat("tiny", "in the failing step", 5))
+	e, _ := out["error"].(map[string]any)
+	if code != http.StatusInternalServerError || e == nil || !strings.Contains(fmt.Sprint(e["message"]), "injected fault") {
+		t.Errorf("the request of the failed step: %d %v", code, out)
+	}
+	code, out, _ = post(t, hs.URL+"/v1/chat/completions", chat("tiny", "after the failure", 5))
+	if code != 200 || answerOf(t, out) != answerOf(t, want) {
+		t.Errorf("after the failure: %d %v, want %q", code, out, answerOf(t, want))
+	}
+}
+
 // Beyond the queue's capacity a request is answered 429 with Retry-After, in OpenAI's error
 // shape; once the queue drains, requests are admitted again.
 func TestQueueFull(t *testing.T) {
