@@ -101,21 +101,9 @@ func (r *Running) Admit(in Inputs, c GenerationConfig, each TokenFunc) ([]*Row, 
 		return nil, err
 	}
 	B := in.B
-	// The slots every row needs: the new ones their prompt and budget, the running ones what
-	// their budget has left.
 	slots := r.slots(p.tb + c.MaxNewTokens)
-	need, live := slots, 0
-	for _, row := range r.rows {
-		if row != nil {
-			need = max(need, r.slots(row.next+row.c.MaxNewTokens-len(row.NewTokens)))
-			live++
-		}
-	}
-	C := max(len(r.rows), live+B)
-	if r.Buckets {
-		C = max(len(r.rows), pow2Bucket(live+B, 1))
-	}
-	if err := r.resize(C, max(r.L, need)); err != nil {
+	next := r.After(r.Size(), B, in.T, c.MaxNewTokens)
+	if err := r.resize(next.Rows, next.Slots); err != nil {
 		return nil, err
 	}
 	// The prefill's cache has the slots the new rows need, not the batch's: its shapes, and so
@@ -158,6 +146,32 @@ func (r *Running) Drop(row *Row) {
 			r.rows[i], row.Done, row.logits = nil, true, nil
 		}
 	}
+}
+
+// Size is what a running batch holds: its rows (live or free), its cache slots, its live rows.
+type Size struct{ Rows, Slots, Live int }
+
+// Size is the batch's size now.
+func (r *Running) Size() Size { return Size{Rows: len(r.rows), Slots: r.L, Live: r.Live()} }
+
+// After is the size a batch of size s has once it admits rows more rows of prompt length T
+// (before bucketing) and maxNew new tokens each: what Admit resizes to. A server plans its
+// admissions with it. The rows already there fit in s.Slots: a batch never gives up slots a
+// live row needs.
+func (r *Running) After(s Size, rows, T, maxNew int) Size {
+	live := s.Live + rows
+	C := max(s.Rows, live)
+	if r.Buckets {
+		C = max(s.Rows, pow2Bucket(live, 1))
+	}
+	return Size{Rows: C, Slots: max(s.Slots, r.slots(roundUp(T, max(r.g.PromptBucket, 1))+maxNew)), Live: live}
+}
+
+// CacheBytes is the device memory of the KV caches of a batch of size s: keys and values of
+// every layer, [rows, slots, kv heads, head dim] in the compute dtype.
+func (r *Running) CacheBytes(s Size) int64 {
+	tc := r.g.Model.Config.Text
+	return int64(s.Rows) * int64(s.Slots) * int64(2*tc.NumHiddenLayers*tc.NumKeyValueHeads*tc.HeadDim) * int64(r.g.Model.DType.Size())
 }
 
 // Step chooses the next token of every row (from the prefill's or the last step's logits),

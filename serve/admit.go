@@ -83,6 +83,13 @@ func (s *Server) admit(ctx context.Context, g genRequest, start time.Time) (*adm
 		return nil, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: "messages", Code: "context_length_exceeded",
 			Message: fmt.Sprintf("the prompt (%d tokens, images included) plus max_tokens (%d) exceeds the model's context of %d tokens", n, maxNew, ctxLen)}
 	}
+	if budget := s.sched.kvBudget; budget > 0 {
+		if need := cacheAlone(m, n, maxNew); need > budget {
+			return nil, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: "max_tokens", Code: "context_length_exceeded",
+				Message: fmt.Sprintf("the prompt (%d tokens) plus max_tokens (%d) needs %.2f GiB of KV cache; this server's budget is %.2f GiB (serve.kv_cache_gib)",
+					n, maxNew, float64(need)/(1<<30), float64(budget)/(1<<30))}
+		}
+	}
 	gc, err := decoding(s.models.Generation, g.Sampling, maxNew)
 	if err != nil {
 		return nil, err

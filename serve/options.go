@@ -29,6 +29,10 @@ type Options struct {
 	// slots, so XLA compiles a handful of decode-step graphs whatever arrives.
 	MaxBatch    int `mapstructure:"max_batch" check:"min=1"`
 	BatchWaitMS int `mapstructure:"batch_wait_ms" check:"min=0"` // how long an idle worker waits for more requests once one arrives
+	// KVCacheGiB bounds the device memory of the running batches' KV caches together (0: no
+	// bound). A request whose admission would pass it waits until rows leave; one that cannot
+	// fit even alone is refused with a 400.
+	KVCacheGiB float64 `mapstructure:"kv_cache_gib" check:"min=0"`
 
 	RequestTimeoutS  int `mapstructure:"request_timeout_s" check:"min=1"`  // per-request deadline, queue time included
 	ShutdownTimeoutS int `mapstructure:"shutdown_timeout_s" check:"min=0"` // how long SIGTERM waits for requests in flight

@@ -54,6 +54,7 @@ type Scheduler struct {
 	models    *Models
 	queueSize int
 	maxBatch  int
+	kvBudget  int64 // bytes of KV cache over all running batches; 0: no bound
 	batchWait time.Duration
 	metrics   *metrics
 
@@ -88,7 +89,7 @@ func (s *Scheduler) setAfterStep(f func()) {
 }
 
 func newScheduler(ms *Models, o Options, m *metrics) *Scheduler {
-	s := &Scheduler{models: ms, queueSize: o.QueueSize, maxBatch: o.MaxBatch,
+	s := &Scheduler{models: ms, queueSize: o.QueueSize, maxBatch: o.MaxBatch, kvBudget: int64(o.KVCacheGiB * (1 << 30)),
 		batchWait: time.Duration(o.BatchWaitMS) * time.Millisecond, metrics: m, done: make(chan struct{}),
 		running: map[*servedModel]*model.Running{}, rows: map[*servedModel][]*job{}}
 	s.cond = sync.NewCond(&s.mu)
@@ -197,7 +198,7 @@ func (s *Scheduler) take(live int) (group []*job, hook func([]*job, int), after 
 			s.mu.Lock()
 		}
 	}
-	n := min(len(s.pending), s.maxBatch-live)
+	n := s.fitting(min(len(s.pending), s.maxBatch-live))
 	if n <= 0 {
 		return nil, nil, s.afterStep, true
 	}
@@ -205,6 +206,50 @@ func (s *Scheduler) take(live int) (group []*job, hook func([]*job, int), after 
 	s.pending = append([]*job(nil), s.pending[n:]...)
 	s.metrics.queueDepth.Store(int64(len(s.pending)))
 	return group, s.beforeAdmit, s.afterStep, true
+}
+
+// fitting is how many of the first n waiting requests can join their running batches, in
+// order, with the KV caches of all batches within the budget. The oldest request that does not
+// fit stops the count, so that a large request is not passed over for ever.
+func (s *Scheduler) fitting(n int) int {
+	if s.kvBudget <= 0 {
+		return n
+	}
+	sizes := map[*servedModel]model.Size{}
+	plans := map[*servedModel]*model.Running{}
+	var total int64
+	for m, run := range s.running {
+		sizes[m], plans[m] = run.Size(), run
+		total += run.CacheBytes(run.Size())
+	}
+	for i, j := range s.pending[:n] {
+		plan := plans[j.model]
+		if plan == nil {
+			plan = newRunning(j.model)
+			plans[j.model] = plan
+		}
+		cur := sizes[j.model]
+		next := plan.After(cur, 1, len(j.sample.InputIDs), j.gc.MaxNewTokens)
+		grown := total - plan.CacheBytes(cur) + plan.CacheBytes(next)
+		if grown > s.kvBudget {
+			return i
+		}
+		sizes[j.model], total = next, grown
+	}
+	return n
+}
+
+// newRunning is an empty running batch of m, as the scheduler runs them.
+func newRunning(m *servedModel) *model.Running {
+	run := m.Generator.NewRunning()
+	run.Buckets = true
+	return run
+}
+
+// cacheAlone is the KV cache a request of T prompt tokens and maxNew new ones needs alone.
+func cacheAlone(m *servedModel, T, maxNew int) int64 {
+	run := newRunning(m)
+	return run.CacheBytes(run.After(run.Size(), 1, T, maxNew))
 }
 
 // admit prefills j into its model's running batch, or ends it when its client is gone or the
@@ -217,8 +262,7 @@ func (s *Scheduler) admit(j *job) {
 	s.metrics.queueWait.observe(time.Since(j.enqueued).Seconds())
 	run := s.running[j.model]
 	if run == nil {
-		run = j.model.Generator.NewRunning()
-		run.Buckets = true
+		run = newRunning(j.model)
 		s.running[j.model] = run
 	}
 	b, err := s.models.processor().Collate([]*data.Sample{j.sample}, data.CollateOptions{PadSide: data.PadLeft})

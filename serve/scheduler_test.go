@@ -172,6 +172,58 @@ func TestJoinRunningBatch(t *testing.T) {
 	}
 }
 
+// With a KV-cache budget of two rows, four requests sent together decode at most two at a time
+// and each still gets its answer alone; a request that cannot fit even alone is refused.
+func TestKVCacheBudget(t *testing.T) {
+	ms := tinyModels(t)
+	two := 2*cacheAlone(ms.list[0], 32, 5) + 1024 // two rows of a 64-slot cache (prompts ≤ 32 tokens)
+	s, hs := testServer(t, func(o *Options) { o.MaxBatch = 8; o.KVCacheGiB = float64(two) / (1 << 30) })
+	questions := []string{"one?", "two?", "three?", "four?"}
+	alone := make([]string, len(questions))
+	for i, q := range questions {
+		code, out, _ := post(t, hs.URL+"/v1/chat/completions", chat("tiny", q, 5))
+		if code != 200 {
+			t.Fatalf("%d: %v", code, out)
+		}
+		alone[i] = answerOf(t, out)
+	}
+	most := 0
+	s.sched.setAfterStep(func() { most = max(most, s.sched.live()) }) // on the worker
+	g := newGate(s)
+	got := make([]string, len(questions))
+	var wg sync.WaitGroup
+	for i, q := range questions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, out, _ := post(t, hs.URL+"/v1/chat/completions", chat("tiny", q, 5))
+			got[i] = answerOf(t, out)
+		}()
+		if i == 0 {
+			<-g.entered // the first holds the worker until the others wait
+		}
+	}
+	queued(t, s, len(questions)-1)
+	go func() {
+		for range g.entered {
+		}
+	}()
+	close(g.release)
+	wg.Wait()
+	for i := range questions {
+		if got[i] != alone[i] {
+			t.Errorf("%d: %q under the budget, %q alone", i, got[i], alone[i])
+		}
+	}
+	if most != 2 {
+		t.Errorf("at most %d rows decoded at once, want 2 (the budget)", most)
+	}
+	code, out, _ := post(t, hs.URL+"/v1/chat/completions", chat("tiny", "too long for the budget", 200))
+	if e, _ := out["error"].(map[string]any); code != 400 || e == nil || !strings.Contains(fmt.Sprint(e["message"]), "kv_cache_gib") {
+		t.Errorf("a request over the budget alone: %d %v", code, out)
+	}
+}
+
 // A decode step that fails (here a panic) ends the requests of that batch with a 500 in
 // OpenAI's error shape; the worker goes on and the next request is answered as before.
 func TestStepFailure(t *testing.T) {

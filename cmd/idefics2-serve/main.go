@@ -49,6 +49,7 @@ func main() {
 	fs.Bind("name", "serve.name", "the base model's id in /v1/models (default: the model directory's name)")
 	fs.Bind("max-batch", "serve.max_batch", "rows decoded together")
 	fs.Bind("queue-size", "serve.queue_size", "waiting requests beyond this are answered 429")
+	fs.Bind("kv-cache-gib", "serve.kv_cache_gib", "bound the KV caches of all running batches to this many GiB (0: no bound)")
 	fs.Bind("max-images", "serve.max_images", "images per request")
 	fs.Bind("max-prompt-tokens", "serve.max_prompt_tokens", "prompt tokens per request, images included (0: the model's context)")
 	fs.Bind("max-new-tokens", "serve.max_new_tokens", "the largest max_tokens a request may ask")
