@@ -48,7 +48,6 @@ import concurrent.futures as cf
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -67,6 +66,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from bench_hf import cpu_name  # noqa: E402
 from check_serve import free_port, small_model_dir, wait_healthy  # noqa: E402
 
 # idefics2-8b's generation settings (model.DefaultGenerationConfig on our side).
@@ -99,17 +99,6 @@ def image_png(i, size):
 
 def make_requests(n, size):
     return [(image_png(i, size), f"Question number {i}: what is shown?") for i in range(1, n + 1)]
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ---- models ------------------------------------------------------------------------------------
