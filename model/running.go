@@ -53,7 +53,6 @@ type Row struct {
 	eos     map[int32]bool
 	hist    []int32 // the input row as given, then the new tokens (HF's input_ids)
 	lead    int     // leading padding columns of hist, which the repetition penalty skips
-	logits  []float32
 	realLen int     // real prompt tokens: the next token's position is realLen + len(NewTokens) − 1
 	next    int     // the cache slot the next fed token takes
 	keys    []int32 // [L] 1 = a slot this row attends to (its real prompt tokens and fed tokens)
@@ -86,7 +85,8 @@ func (r *Running) Close() {
 
 // Admit prefills the rows of in (HF processor output, left or right padded; Labels and
 // PositionIDs are ignored) with c's decoding rules, row i calling each(i, tok) for every token
-// it is given, and adds them to the batch. Their first tokens are chosen by the next Step. Row i
+// it is given, and adds them to the batch. Their first tokens are chosen at once, from the
+// prefill (a server streams them before the next decode step); the next Step feeds them. Row i
 // samples from its own stream, seeded by c.Seed and i, so a sampled row gives the same tokens
 // alone as in any batch.
 func (r *Running) Admit(in Inputs, c GenerationConfig, each TokenFunc) ([]*Row, error) {
@@ -119,31 +119,51 @@ func (r *Running) Admit(in Inputs, c GenerationConfig, each TokenFunc) ([]*Row, 
 		dst[i] = -1
 	}
 	rows := make([]*Row, B)
-	vocab := len(logits) / B
+	at := make([]int, B)
 	for b, slot := 0, 0; b < B; b++ {
 		for r.rows[slot] != nil {
 			slot++
 		}
 		row := p.row(b, c, r.L)
-		row.logits = logits[b*vocab : (b+1)*vocab]
 		if each != nil {
 			b := b
 			row.each = func(tok int32) bool { return each(b, tok) }
 		}
-		rows[b], r.rows[slot], dst[slot] = row, row, int32(b)
+		rows[b], r.rows[slot], dst[slot], at[b] = row, row, int32(b), slot
 	}
 	if r.caches == nil && B == len(r.rows) && slots == r.L {
 		r.caches = fresh // the whole batch: the prefill's caches are the running caches
-		return rows, nil
+	} else if err := r.place(fresh, dst); err != nil {
+		return nil, err
 	}
-	return rows, r.place(fresh, dst)
+	vocab := len(logits) / B
+	for b, row := range rows {
+		r.choose(at[b], row, logits[b*vocab:(b+1)*vocab])
+	}
+	if r.Live() == 0 {
+		r.Close()
+	}
+	return rows, nil
+}
+
+// choose picks row's next token from its logits and gives it to the row's TokenFunc; a row that
+// is done (eos, its budget, or its TokenFunc said stop) leaves batch row i.
+func (r *Running) choose(i int, row *Row, logits []float32) {
+	tok := nextToken(logits, row.hist, row.lead, &row.c, row.rng)
+	row.NewTokens = append(row.NewTokens, tok)
+	row.hist = append(row.hist, tok)
+	row.Stopped = row.eos[tok]
+	keep := row.each == nil || row.each(tok)
+	if row.Stopped || !keep || len(row.NewTokens) >= row.c.MaxNewTokens {
+		row.Done, r.rows[i] = true, nil
+	}
 }
 
 // Drop retires row at once (say, its client left); its cache row is free for the next admission.
 func (r *Running) Drop(row *Row) {
 	for i, x := range r.rows {
 		if x == row {
-			r.rows[i], row.Done, row.logits = nil, true, nil
+			r.rows[i], row.Done = nil, true
 		}
 	}
 }
@@ -174,9 +194,8 @@ func (r *Running) CacheBytes(s Size) int64 {
 	return int64(s.Rows) * int64(s.Slots) * int64(2*tc.NumHiddenLayers*tc.NumKeyValueHeads*tc.HeadDim) * int64(r.g.Model.DType.Size())
 }
 
-// Step chooses the next token of every row (from the prefill's or the last step's logits),
-// retires the rows that are done and runs one decode step over the others. It returns the
-// number of rows still decoding.
+// Step feeds every row its last chosen token through one decode step, then chooses each row's
+// next token and retires the rows that are done. It returns the number of rows still decoding.
 func (r *Running) Step() (int, error) {
 	g := r.g
 	g.mu.Lock()
@@ -186,28 +205,18 @@ func (r *Running) Step() (int, error) {
 	pos := make([]int32, C)
 	cur := make([]int32, C)
 	allowed := make([]int32, C*L)
+	window := g.Model.Config.Text.Window()
 	alive := 0
 	for i, row := range r.rows {
 		if row == nil {
 			allowed[i*L] = 1 // a free row attends to slot 0 only, so that its softmax stays finite
 			continue
 		}
-		tok := nextToken(row.logits, row.hist, row.lead, &row.c, row.rng)
-		row.NewTokens = append(row.NewTokens, tok)
-		row.hist = append(row.hist, tok)
-		row.Stopped = row.eos[tok]
-		keep := row.each == nil || row.each(tok)
-		if row.Stopped || !keep || len(row.NewTokens) >= row.c.MaxNewTokens {
-			row.Done, row.logits, r.rows[i] = true, nil, nil
-			allowed[i*L] = 1
-			continue
-		}
 		alive++
-		// Feed the token: it takes slot next, at position realLen + (new tokens − 1).
-		ids[i], cur[i] = tok, int32(row.next)
+		// The token takes slot next, at position realLen + (new tokens − 1).
+		ids[i], cur[i] = row.NewTokens[len(row.NewTokens)-1], int32(row.next)
 		pos[i] = int32(row.realLen + len(row.NewTokens) - 1)
 		row.keys[row.next] = 1
-		window := g.Model.Config.Text.Window()
 		for j := 0; j < L; j++ {
 			ok := row.keys[j] != 0 && j <= row.next && (window <= 0 || row.next-j < window)
 			allowed[i*L+j] = b2i(ok)
@@ -241,15 +250,20 @@ func (r *Running) Step() (int, error) {
 	logits := tensors.MustCopyFlatData[float32](outs[0])
 	_ = outs[0].FinalizeAll()
 	r.caches = outs[1:]
-	vocab := len(logits) / C
-	for i, row := range r.rows {
-		if row != nil {
-			row.logits = logits[i*vocab : (i+1)*vocab]
-		}
-	}
 	g.stats.Steps++
 	g.stats.Tokens += alive
 	g.stats.StepTime += time.Since(start)
+	vocab := len(logits) / C
+	for i, row := range r.rows {
+		if row != nil {
+			r.choose(i, row, logits[i*vocab:(i+1)*vocab])
+		}
+	}
+	alive = r.Live()
+	if alive == 0 {
+		r.Close()
+		return 0, nil
+	}
 	if r.Buckets && alive*4 <= C && C > 1 {
 		// Few rows left: decode them in a smaller batch.
 		if err := r.resize(pow2Bucket(alive, 1), L); err != nil {

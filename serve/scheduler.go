@@ -252,8 +252,8 @@ func cacheAlone(m *servedModel, T, maxNew int) int64 {
 	return run.CacheBytes(run.After(run.Size(), 1, T, maxNew))
 }
 
-// admit prefills j into its model's running batch, or ends it when its client is gone or the
-// prefill fails (a panic included: the server goes on).
+// admit prefills j into its model's running batch, which gives j its first token at once, or
+// ends it when its client is gone or the prefill fails (a panic included: the server goes on).
 func (s *Scheduler) admit(j *job) {
 	if j.gone() {
 		j.events <- tokenEvent{done: true, err: j.ctx.Err()}
@@ -279,6 +279,13 @@ func (s *Scheduler) admit(j *job) {
 		j.events <- tokenEvent{done: true, err: err}
 		if run.Live() != s.liveRows(j.model) {
 			s.fail(j.model, err) // the running batch did not survive the failure
+		}
+		return
+	}
+	if j.row.Done { // its first token was its last
+		j.events <- tokenEvent{done: true, err: j.ctx.Err()}
+		if run.Live() == 0 {
+			delete(s.running, j.model)
 		}
 		return
 	}

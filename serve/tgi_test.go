@@ -117,7 +117,7 @@ func TestModelsHealthMetrics(t *testing.T) {
 		"idefics2_batch_rows 0",
 		"idefics2_generated_tokens_total",
 		"idefics2_prompt_tokens_total",
-		"idefics2_batch_size_count 3", // one observation per step: a row of 3 tokens takes 3
+		"idefics2_batch_size_count 2", // one observation per decode step: of 3 tokens the first comes from the prefill
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, m)
