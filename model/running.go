@@ -14,9 +14,9 @@ import (
 
 // Running is a decode batch that rows join and leave between steps (continuous batching): each
 // row is one sequence with its own decoding rules, token budget and random stream, at its own
-// point in its own KV-cache row. Admit prefills new rows and places their caches into free rows
-// of the running caches; Step picks every row's next token on the host, retires the rows that
-// are done and runs one decode step for the others.
+// point in its own KV-cache row. Admit prefills new rows, places their caches into free rows of
+// the running caches and chooses their first tokens; Step runs one decode step over the live
+// rows, then chooses every row's next token on the host and retires the rows that are done.
 //
 // The running caches are [C, L, Hkv, d] per layer. C (rows) and L (slots) change only through
 // a resize graph: they grow when an admission needs more, shrink when few rows are left, and the
@@ -71,9 +71,6 @@ func (r *Running) Live() int {
 	}
 	return n
 }
-
-// Capacity is the rows of the running caches (0 when empty).
-func (r *Running) Capacity() int { return len(r.rows) }
 
 // Close frees the caches; the rows still in the batch are left as they are.
 func (r *Running) Close() {
@@ -139,9 +136,6 @@ func (r *Running) Admit(in Inputs, c GenerationConfig, each TokenFunc) ([]*Row, 
 	vocab := len(logits) / B
 	for b, row := range rows {
 		r.choose(at[b], row, logits[b*vocab:(b+1)*vocab])
-	}
-	if r.Live() == 0 {
-		r.Close()
 	}
 	return rows, nil
 }

@@ -54,12 +54,12 @@ func TestRunningEqualsAlone(t *testing.T) {
 			}
 			rows[i] = got[0]
 		}
-		maxCap = max(maxCap, run.Capacity())
+		maxCap = max(maxCap, run.Size().Rows)
 		live, err := run.Step()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if live > 0 && run.Capacity() < maxCap {
+		if live > 0 && run.Size().Rows < maxCap {
 			shrunk = true
 		}
 		if live == 0 && step > 9 {

@@ -26,12 +26,17 @@ type job struct {
 	abandon  atomic.Bool // set by the request's goroutine once it wants no more tokens
 	enqueued time.Time
 
-	row    *model.Row // its row in the running batch, once admitted
-	tokens int
+	row *model.Row // its row in the running batch, once admitted
 }
 
 // gone reports whether the request's client wants no more tokens.
 func (j *job) gone() bool { return j.ctx.Err() != nil || j.abandon.Load() }
+
+// batch is a model's running batch and the requests decoding in it, in admission order.
+type batch struct {
+	run  *model.Running
+	jobs []*job
+}
 
 type tokenEvent struct {
 	tok  int32
@@ -64,9 +69,8 @@ type Scheduler struct {
 	closed  bool
 	done    chan struct{}
 
-	// The worker's own state.
-	running map[*servedModel]*model.Running
-	rows    map[*servedModel][]*job // the jobs decoding in each running batch
+	// The worker's own state: each model's running batch, present while it has rows.
+	batches map[*servedModel]*batch
 
 	// beforeAdmit, when set (tests, through setBeforeAdmit), runs on the worker before it admits
 	// a group of waiting requests; live is the number of rows decoding then.
@@ -91,7 +95,7 @@ func (s *Scheduler) setAfterStep(f func()) {
 func newScheduler(ms *Models, o Options, m *metrics) *Scheduler {
 	s := &Scheduler{models: ms, queueSize: o.QueueSize, maxBatch: o.MaxBatch, kvBudget: int64(o.KVCacheGiB * (1 << 30)),
 		batchWait: time.Duration(o.BatchWaitMS) * time.Millisecond, metrics: m, done: make(chan struct{}),
-		running: map[*servedModel]*model.Running{}, rows: map[*servedModel][]*job{}}
+		batches: map[*servedModel]*batch{}}
 	s.cond = sync.NewCond(&s.mu)
 	go s.loop()
 	return s
@@ -163,7 +167,7 @@ func (s *Scheduler) loop() {
 				s.admit(j)
 			}
 		}
-		for m := range s.running {
+		for m := range s.batches {
 			s.step(m, after)
 		}
 		s.metrics.batchRows.Store(int64(s.live()))
@@ -173,8 +177,8 @@ func (s *Scheduler) loop() {
 // live is the number of rows decoding over all models.
 func (s *Scheduler) live() int {
 	n := 0
-	for _, jobs := range s.rows {
-		n += len(jobs)
+	for _, b := range s.batches {
+		n += len(b.jobs)
 	}
 	return n
 }
@@ -218,9 +222,9 @@ func (s *Scheduler) fitting(n int) int {
 	sizes := map[*servedModel]model.Size{}
 	plans := map[*servedModel]*model.Running{}
 	var total int64
-	for m, run := range s.running {
-		sizes[m], plans[m] = run.Size(), run
-		total += run.CacheBytes(run.Size())
+	for m, b := range s.batches {
+		sizes[m], plans[m] = b.run.Size(), b.run
+		total += b.run.CacheBytes(b.run.Size())
 	}
 	for i, j := range s.pending[:n] {
 		plan := plans[j.model]
@@ -260,57 +264,52 @@ func (s *Scheduler) admit(j *job) {
 		return
 	}
 	s.metrics.queueWait.observe(time.Since(j.enqueued).Seconds())
-	run := s.running[j.model]
-	if run == nil {
-		run = newRunning(j.model)
-		s.running[j.model] = run
+	bt := s.batches[j.model]
+	if bt == nil {
+		bt = &batch{run: newRunning(j.model)}
+		s.batches[j.model] = bt
 	}
 	b, err := s.models.processor().Collate([]*data.Sample{j.sample}, data.CollateOptions{PadSide: data.PadLeft})
 	if err == nil {
 		err = guard(func() error {
-			rows, err := run.Admit(eval.InputsOf(b), j.gc, func(_ int, tok int32) bool { return s.deliver(j, tok) })
+			rows, err := bt.run.Admit(eval.InputsOf(b), j.gc, func(_ int, tok int32) bool { return s.deliver(j, tok) })
 			if err == nil {
 				j.row = rows[0]
 			}
 			return err
 		})
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		j.events <- tokenEvent{done: true, err: err}
-		if run.Live() != s.liveRows(j.model) {
+		if bt.run.Live() != len(bt.jobs) {
 			s.fail(j.model, err) // the running batch did not survive the failure
 		}
-		return
-	}
-	if j.row.Done { // its first token was its last
+	case j.row.Done: // its first token was its last
 		j.events <- tokenEvent{done: true, err: j.ctx.Err()}
-		if run.Live() == 0 {
-			delete(s.running, j.model)
-		}
-		return
+	default:
+		bt.jobs = append(bt.jobs, j)
 	}
-	s.rows[j.model] = append(s.rows[j.model], j)
 }
 
-// liveRows is the number of jobs decoding for m.
-func (s *Scheduler) liveRows(m *servedModel) int { return len(s.rows[m]) }
-
-// deliver passes one new token of j to its client; false retires the row.
+// deliver passes one new token of j to its client; false retires the row (the client is gone;
+// the row's own budget retires it in model.Running).
 func (s *Scheduler) deliver(j *job, tok int32) bool {
 	if j.gone() {
 		return false
 	}
-	j.tokens++
 	s.metrics.generatedTokens.Add(1)
 	j.events <- tokenEvent{tok: tok}
-	return j.tokens < j.gc.MaxNewTokens
+	return true
 }
 
 // step drops the rows whose clients left, runs one decode step of m's running batch (then
-// after, when set) and ends the requests whose rows are done. A failed step, a panic included,
-// ends every request of m's batch with the error; the worker goes on.
+// after, when set) and ends the requests whose rows are done; a batch left without rows goes. A
+// failed step, a panic included, ends every request of m's batch with the error; the worker goes
+// on.
 func (s *Scheduler) step(m *servedModel, after func()) {
-	run, jobs := s.running[m], s.rows[m]
+	bt := s.batches[m]
+	run, jobs := bt.run, bt.jobs
 	for _, j := range jobs {
 		if j.gone() {
 			run.Drop(j.row)
@@ -340,23 +339,21 @@ func (s *Scheduler) step(m *servedModel, after func()) {
 		}
 		kept = append(kept, j)
 	}
-	s.rows[m] = kept
+	bt.jobs = kept
 	if len(kept) == 0 {
-		delete(s.rows, m)
-		delete(s.running, m)
+		delete(s.batches, m)
 	}
 }
 
 // fail ends every request decoding on m with err and starts m's batch afresh.
 func (s *Scheduler) fail(m *servedModel, err error) {
-	for _, j := range s.rows[m] {
-		j.events <- tokenEvent{done: true, err: err}
+	if bt := s.batches[m]; bt != nil {
+		for _, j := range bt.jobs {
+			j.events <- tokenEvent{done: true, err: err}
+		}
+		bt.run.Close()
 	}
-	if run := s.running[m]; run != nil {
-		run.Close()
-	}
-	delete(s.rows, m)
-	delete(s.running, m)
+	delete(s.batches, m)
 }
 
 // guard runs f, turning a panic into an error.
